@@ -1,0 +1,80 @@
+"""Checkpoints with orbax's CheckpointManager, plus the config they belong to.
+
+The config is written to `workdir/config.json` on the first run; a later run
+in the same workdir whose model, family or data differ is refused with a
+message, rather than failing deep inside a restore.
+"""
+import json
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+# Sections that fix parameter shapes or the meaning of the state.
+_MUST_MATCH = ('family', 'model', 'data.name', 'data.seq_len')
+
+
+class CheckpointMismatchError(RuntimeError):
+  pass
+
+
+def _lookup(cfg_dict, dotted):
+  for key in dotted.split('.'):
+    cfg_dict = cfg_dict.get(key) if isinstance(cfg_dict, dict) else None
+  return cfg_dict
+
+
+class Checkpointer:
+
+  def __init__(self, workdir, config):
+    self.workdir = os.path.abspath(workdir)
+    self.config = config
+    self.every = config.train.checkpoint_every
+    self._manager = ocp.CheckpointManager(
+        os.path.join(self.workdir, 'checkpoints'),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True))
+    self._check_config()
+
+  def _check_config(self):
+    path = os.path.join(self.workdir, 'config.json')
+    new = json.loads(self.config.to_json())
+    if os.path.exists(path) and self._manager.latest_step() is not None:
+      with open(path) as f:
+        old = json.load(f)
+      diffs = [k for k in _MUST_MATCH if _lookup(old, k) != _lookup(new, k)]
+      if diffs:
+        raise CheckpointMismatchError(
+            f'the checkpoints in {self.workdir} were written by a config whose '
+            f'{", ".join(diffs)} differ from this one; use a new --workdir, or the config in '
+            f'{path}')
+    if jax.process_index() == 0:
+      os.makedirs(self.workdir, exist_ok=True)
+      with open(path, 'w') as f:
+        f.write(self.config.to_json(indent=2))
+
+  @property
+  def latest_step(self):
+    return self._manager.latest_step()
+
+  def restore_or(self, state):
+    """The latest checkpoint restored into `state`'s structure, or `state`."""
+    step = self._manager.latest_step()
+    if step is None:
+      return state
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointMismatchError(
+          f'checkpoint {step} in {self.workdir} does not fit this config\'s state ({e}); '
+          'use a new --workdir') from e
+
+  def maybe_save(self, step, state_fn, force=False):
+    """Saves `state_fn()` at multiples of train.checkpoint_every, or if forced."""
+    if force or (self.every > 0 and step % self.every == 0):
+      if self._manager.latest_step() != step:
+        self._manager.save(step, args=ocp.args.StandardSave(state_fn()))
+
+  def close(self):
+    self._manager.wait_until_finished()
+    self._manager.close()

@@ -1,0 +1,256 @@
+"""Input pipeline: any prepared TFDS dataset -> host-local numpy batches.
+
+Datasets are read with `tfds.data_source` (array_record, random access), so
+TensorFlow is never imported. A training batch is a pure function of the step
+(`Dataset.train_batch(step)`), which is what makes a resumed run see exactly
+the data an uninterrupted one would have seen. Each host reads only its own
+contiguous shard of every split (`jax.process_index()` of
+`jax.process_count()`), and gets `global_batch / process_count` examples.
+
+Batches are dicts of numpy arrays with a leading batch axis:
+  image datasets: 'image' uint8 (B, H, W, C) in [0, num_levels - 1], 'label'
+  text datasets:  'tokens' int32 (B, seq_len + 1) byte tokens
+  point datasets: 'x' float32 (B, D), 'label'
+Eval batches also hold 'mask' (B,), False on the padding of the last batch.
+"""
+import collections
+import dataclasses
+import os
+import queue
+import threading
+from typing import Any
+
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from genjax.data import builders  # noqa: F401  (registers the offline builders)
+
+# Builders defined in genjax; they prepare offline, so they are prepared on first use.
+OFFLINE = ('toy2d', 'digits', 'pysrc')
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  name: str
+  modality: str       # 'image' | 'text' | 'points'
+  shape: tuple        # one example: image (H, W, C); text (seq_len + 1,); points (D,)
+  num_levels: int     # image: values 0..num_levels-1; text: vocabulary size; points: 0
+  num_classes: int    # 0 when unlabelled
+  num_examples: dict  # split -> examples (text: bytes)
+  metadata: Any = None
+
+  @property
+  def value_range(self):
+    return (0, self.num_levels - 1) if self.modality == 'image' else None
+
+
+class DatasetError(RuntimeError):
+  """A dataset that cannot be found or read, with what to do about it."""
+
+
+def default_data_dir():
+  return os.environ.get('TFDS_DATA_DIR', os.path.expanduser('~/tensorflow_datasets'))
+
+
+def get_builder(name, data_dir, download=True):
+  """Returns a prepared array_record builder, preparing offline datasets."""
+  data_dir = data_dir or default_data_dir()
+  try:
+    builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetError(f'unknown dataset {name!r}: not a genjax builder ({", ".join(OFFLINE)}) '
+                       f'nor a TFDS name. See https://www.tensorflow.org/datasets/catalog') from e
+  if builder.is_prepared():
+    return builder
+  base = name.split('/')[0].split(':')[0]
+  prepare_cmd = f'python -m genjax.data.prepare {name} --data_dir={data_dir}'
+  if base not in OFFLINE and not download:
+    raise DatasetError(f'dataset {name!r} is not prepared in {data_dir}. On a machine with '
+                       f'internet run `{prepare_cmd}`, or point data.data_dir at a prepared copy.')
+  try:
+    builder.download_and_prepare(file_format='array_record')
+  except Exception as e:  # pylint: disable=broad-except
+    raise DatasetError(f'dataset {name!r} is not prepared in {data_dir} and preparing it failed '
+                       f'({type(e).__name__}: {str(e)[:200]}). With internet run `{prepare_cmd}`, '
+                       f'or point data.data_dir at a prepared copy.') from e
+  return builder
+
+
+def _info_from_builder(builder, name, seq_len):
+  features = builder.info.features
+  num_examples = {k: v.num_examples for k, v in builder.info.splits.items()}
+  metadata = dict(builder.info.metadata or {})
+  num_classes = features['label'].num_classes if 'label' in features and hasattr(
+      features['label'], 'num_classes') else 0
+  if 'image' in features:
+    shape = tuple(features['image'].shape)
+    if None in shape:
+      raise DatasetError(f'dataset {name!r} has images of varying size {shape}; genjax needs a '
+                         'fixed size')
+    num_levels = int(metadata.get('num_levels', 256))
+    return DatasetInfo(name, 'image', shape, num_levels, num_classes, num_examples, metadata)
+  if 'text' in features:
+    return DatasetInfo(name, 'text', (seq_len + 1,), 256, 0, num_examples, metadata)
+  if 'x' in features:
+    shape = tuple(features['x'].shape)
+    return DatasetInfo(name, 'points', shape, 0, num_classes, num_examples, metadata)
+  raise DatasetError(f'dataset {name!r} has features {list(features)}; genjax reads "image", '
+                     '"text" or "x"')
+
+
+def _host_range(n):
+  """This host's contiguous [lo, hi) share of n items."""
+  p, k = jax.process_index(), jax.process_count()
+  return n * p // k, n * (p + 1) // k
+
+
+class Dataset:
+  """One dataset, batched for this host. See the module docstring."""
+
+  def __init__(self, cfg, seed=0):
+    self.cfg = cfg
+    self.seed = seed
+    builder = get_builder(cfg.name, cfg.data_dir, cfg.download)
+    self.info = _info_from_builder(builder, cfg.name, cfg.seq_len)
+    self._sources = {}
+    for split in (cfg.train_split, cfg.eval_split):
+      if split not in self.info.num_examples:
+        raise DatasetError(f'dataset {cfg.name!r} has no split {split!r}; it has '
+                           f'{sorted(self.info.num_examples)}')
+      self._sources[split] = builder.as_data_source(split=split)
+    self._batch = _local_batch(cfg.batch_size, 'data.batch_size')
+    self._eval_batch = _local_batch(cfg.eval_batch_size, 'data.eval_batch_size')
+    self._text = {}
+    self._perms = collections.OrderedDict()
+
+  # ---------------------------------------------------------------- reading
+  def _text_stream(self, split):
+    """This host's shard of the split's bytes, all examples concatenated."""
+    if split not in self._text:
+      src = self._sources[split]
+      lo, hi = _host_range(len(src))
+      parts = [np.frombuffer(_as_bytes(src[i]['text']), np.uint8) for i in range(lo, hi)]
+      stream = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+      if len(stream) < self.info.shape[0]:
+        raise DatasetError(f'split {split!r} of {self.cfg.name!r} holds {len(stream)} bytes on '
+                           f'this host, fewer than one window of {self.info.shape[0]}')
+      self._text[split] = stream
+    return self._text[split]
+
+  def _read(self, split, indices):
+    records = self._sources[split].__getitems__([int(i) for i in indices])
+    keys = ('image', 'label') if self.info.modality == 'image' else ('x', 'label')
+    out = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys if k in records[0]}
+    if 'label' in out:
+      out['label'] = out['label'].astype(np.int32)
+    return out
+
+  def _permutation(self, epoch, n):
+    if epoch not in self._perms:
+      self._perms[epoch] = np.random.default_rng([self.seed, epoch, jax.process_index()]).permutation(n)
+      if len(self._perms) > 2:
+        self._perms.popitem(last=False)
+    return self._perms[epoch]
+
+  # ---------------------------------------------------------------- batches
+  def train_batch(self, step):
+    """The host-local training batch of `step` (a pure function of step)."""
+    split = self.cfg.train_split
+    if self.info.modality == 'text':
+      stream = self._text_stream(split)
+      rng = np.random.default_rng([self.seed, step, jax.process_index()])
+      T1 = self.info.shape[0]
+      starts = rng.integers(0, len(stream) - T1 + 1, size=self._batch)
+      return {'tokens': np.stack([stream[s:s + T1] for s in starts]).astype(np.int32)}
+    lo, hi = _host_range(len(self._sources[split]))
+    n = hi - lo
+    pos = step * self._batch + np.arange(self._batch)
+    epochs = pos // n
+    idx = np.array([self._permutation(e, n)[p % n] for e, p in zip(epochs, pos)]) + lo
+    return self._read(split, idx)
+
+  def train_iter(self, start_step=0, prefetch=2):
+    """Yields train_batch(start_step), train_batch(start_step + 1), ... from a thread."""
+    return _Prefetch(self.train_batch, start_step, prefetch)
+
+  def eval_batches(self, split=None, max_batches=-1):
+    """Deterministic pass over this host's shard of `split`, padded, with 'mask'.
+
+    Text is cut into consecutive windows of seq_len + 1 bytes that overlap by
+    one, so every byte after the first is predicted exactly once. With
+    `max_batches` > 0, an evenly spaced subset of that many batches is used.
+    """
+    split = split or self.cfg.eval_split
+    B = self._eval_batch
+    if self.info.modality == 'text':
+      stream = self._text_stream(split)
+      T = self.info.shape[0] - 1
+      starts = np.arange(0, len(stream) - T, T)
+    else:
+      lo, hi = _host_range(len(self._sources[split]))
+      starts = np.arange(lo, hi)
+    if 0 < max_batches * B < len(starts):
+      # A subset spread evenly over the split, not its first files.
+      starts = starts[np.linspace(0, len(starts) - 1, max_batches * B).astype(np.int64)]
+    num_batches = -(-len(starts) // B)
+    for b in range(num_batches):
+      chunk = starts[b * B:(b + 1) * B]
+      if self.info.modality == 'text':
+        batch = {'tokens': np.stack([stream[s:s + T + 1] for s in chunk]).astype(np.int32)}
+      else:
+        batch = self._read(split, chunk)
+      pad = B - len(chunk)
+      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
+      batch['mask'] = np.arange(B) < len(chunk)
+      yield batch
+
+
+def _as_bytes(text):
+  return text if isinstance(text, bytes) else text.encode('utf-8')
+
+
+def _local_batch(global_batch, name):
+  hosts, devices = jax.process_count(), jax.device_count()
+  if global_batch % devices:
+    raise ValueError(f'{name}={global_batch} must be a multiple of the number of devices '
+                     f'({devices}: {hosts} host(s) x {jax.local_device_count()} local)')
+  return global_batch // hosts
+
+
+class _Prefetch:
+  """Computes fn(step), fn(step + 1), ... in a daemon thread, `size` ahead."""
+
+  def __init__(self, fn, start, size):
+    self._queue = queue.Queue(maxsize=size)
+    self._stop = threading.Event()
+
+    def work():
+      step = start
+      while not self._stop.is_set():
+        try:
+          item = fn(step)
+        except BaseException as e:  # pylint: disable=broad-except
+          item = e  # re-raised in the consumer's thread
+        while not self._stop.is_set():
+          try:
+            self._queue.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            pass
+        step += 1
+
+    self._thread = threading.Thread(target=work, daemon=True)
+    self._thread.start()
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    item = self._queue.get()
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self):
+    self._stop.set()

@@ -1,0 +1,13 @@
+"""Generative-model families. Each is a module with `build(config, info) -> Family`
+(see `genjax.families.base` for the contract the trainer relies on)."""
+import importlib
+
+REGISTRY = {
+    'autoregressive': 'genjax.families.autoregressive',
+}
+
+
+def build(config, info):
+  if config.family not in REGISTRY:
+    raise ValueError(f'unknown family {config.family!r}; known: {sorted(REGISTRY)}')
+  return importlib.import_module(REGISTRY[config.family]).build(config, info)

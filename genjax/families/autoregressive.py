@@ -1,0 +1,149 @@
+"""Autoregressive family: a decoder-only transformer trained by next-token
+cross-entropy, on byte-level text or on images read as pixel sequences.
+
+Images become `[BOS] + pixels in raster (H, W, C) order`, with one token per
+grey level (vocabulary = num_levels + 1), so the eval NLL is the exact
+log-likelihood of the image in nats per dimension.
+"""
+import functools
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from genjax import optim, sampling
+from genjax.families import base
+from genjax.nn.transformer import Transformer
+from genjax.parallel import DATA_AXIS
+
+
+def token_spec(info):
+  """Returns (vocab_size, sequence length incl. BOS/first token)."""
+  if info.modality == 'text':
+    return info.num_levels, info.shape[0]
+  if info.modality == 'image':
+    return info.num_levels + 1, int(np.prod(info.shape)) + 1
+  raise ValueError(f"the autoregressive family models text or images; dataset {info.name!r} "
+                   f"holds {info.modality}")
+
+
+def batch_tokens(batch, info):
+  """int32 (B, T+1) tokens of a batch; for images the first token is BOS."""
+  if info.modality == 'text':
+    return batch['tokens'].astype(jnp.int32)
+  image = batch['image'].astype(jnp.int32)
+  flat = image.reshape(image.shape[0], -1)
+  bos = jnp.full((flat.shape[0], 1), info.num_levels, jnp.int32)
+  return jnp.concatenate([bos, flat], axis=1)
+
+
+def make_model(config, info):
+  vocab_size, length = token_spec(info)
+  m = config.model
+  return Transformer(vocab_size=vocab_size, max_len=length - 1, num_layers=m.num_layers,
+                     num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio,
+                     positions=m.positions, dropout=m.dropout, dtype=jnp.dtype(m.dtype))
+
+
+@flax.struct.dataclass
+class DecodeState:
+  cache: list        # per layer {'k','v'}: BxLxHxD
+  logits: jnp.ndarray  # BxV, for the next position
+  index: jnp.ndarray   # int32 scalar: the next position to write
+
+
+def decode(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0, top_p=1.0):
+  """Prefills the prompt once, then samples `num_steps` tokens from the KV cache.
+
+  The last sampled token is never fed back, so P + num_steps may reach
+  model.max_len + 1 (the training window length). Returns BxN int32 tokens.
+  """
+  B, P = prompt_BxP.shape
+  if P + num_steps > model.max_len + 1:
+    raise ValueError(f'prompt ({P}) + steps ({num_steps}) exceeds the context length {model.max_len}')
+  cache = model.init_cache(B)
+  logits, cache = model.apply({'params': params}, prompt_BxP, cache=cache, index=0)
+  state = DecodeState(cache=cache, logits=logits[:, -1], index=jnp.asarray(P, jnp.int32))
+
+  def step(state, rng_t):
+    token_B = sampling.sample_tokens(rng_t, state.logits, temperature, top_k, top_p)
+    logits, cache = model.apply({'params': params}, token_B[:, None], cache=state.cache,
+                                index=state.index)
+    return DecodeState(cache=cache, logits=logits[:, -1], index=state.index + 1), token_B
+
+  _, tokens_NxB = jax.lax.scan(step, state, jax.random.split(rng, num_steps))
+  return tokens_NxB.T
+
+
+def build(config, info):
+  model = make_model(config, info)
+  tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
+
+  def per_token_nll(params, tokens, rng=None, train=False):
+    rngs = {'dropout': rng} if train else {}
+    logits, _ = model.apply({'params': params}, tokens[:, :-1], train=train, rngs=rngs)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])  # BxT
+
+  def init(rng, batch):
+    tokens = batch_tokens(batch, info)
+    params = jax.jit(model.init)(rng, tokens[:1, :-1])['params']
+    return base.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  def train_step(state, batch, rng):
+    tokens = batch_tokens(batch, info)
+    loss_fn = lambda p: per_token_nll(p, tokens, rng, train=True).mean()
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    grads = jax.lax.pmean(grads, DATA_AXIS)
+    loss = jax.lax.pmean(loss, DATA_AXIS)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = dict(loss=loss, lr=schedule(state.step), grad_norm=optax.global_norm(grads),
+                   param_norm=optax.global_norm(params), update_norm=optax.global_norm(updates))
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def eval_step(state, batch):
+    tokens = batch_tokens(batch, info)
+    mask = batch['mask'].astype(jnp.float32)
+    nll_BxT = per_token_nll(state.params, tokens)
+    return dict(nll=(nll_BxT.sum(-1) * mask).sum(),
+                dims=mask.sum() * nll_BxT.shape[1],
+                examples=mask.sum())
+
+  sample_cfg = config.sample
+  _decode = jax.jit(functools.partial(decode, model), static_argnums=(2,))
+
+  def sample(state, rng, num_samples):
+    opts = dict(temperature=sample_cfg.temperature, top_k=sample_cfg.top_k, top_p=sample_cfg.top_p)
+    decode_fn = lambda params, prompt, steps, rng: _decode(params, prompt, steps, rng, **opts)
+    if info.modality == 'image':
+      prompt = jnp.full((num_samples, 1), info.num_levels, jnp.int32)
+      pixels = decode_fn(state.params, prompt, model.max_len, rng)
+      return np.asarray(pixels).reshape((num_samples,) + tuple(info.shape))
+    prompt = np.frombuffer(sample_cfg.prompt.encode('utf-8'), np.uint8).astype(np.int32)
+    if not 0 < len(prompt) < model.max_len:
+      raise ValueError(f'sample.prompt must be 1..{model.max_len - 1} bytes, got {len(prompt)}')
+    return generate_text(decode_fn, state.params, prompt, num_samples, sample_cfg.length,
+                         model.max_len, rng)
+
+  return base.Family(name='autoregressive', init=init, train_step=train_step,
+                     eval_step=eval_step, sample=sample, likelihood='exact')
+
+
+def generate_text(decode_fn, params, prompt_P, num_samples, length, max_len, rng):
+  """Samples `length` tokens past the prompt, longer than the context if asked.
+
+  When the context fills up, its last half is prefilled again and decoding goes
+  on, so only two shapes are ever compiled. Returns (N, P + length) tokens.
+  """
+  tokens = np.tile(prompt_P[None], (num_samples, 1))
+  keep = max_len // 2
+  chunk = 0
+  while tokens.shape[1] < len(prompt_P) + length:
+    context = tokens if chunk == 0 else tokens[:, -keep:]
+    new = decode_fn(params, jnp.asarray(context), max_len + 1 - context.shape[1],
+                    jax.random.fold_in(rng, chunk))
+    tokens = np.concatenate([tokens, np.asarray(new)], axis=1)
+    chunk += 1
+  return tokens[:, :len(prompt_P) + length]

@@ -1,0 +1,125 @@
+"""The generic trainer: the same loop for every family (see genjax.families.base)."""
+import math
+import os
+import time
+
+from absl import logging
+import jax
+import numpy as np
+import tqdm
+
+from genjax import checkpoint, families, parallel, writers
+from genjax.data import Dataset
+
+# Distinct streams derived from the one base key.
+_INIT, _TRAIN, _SAMPLE = 0, 1, 2
+
+
+def summarize(sums):
+  """Eval sums -> means per example, plus nll_per_dim / bpd when possible."""
+  sums = {k: float(v) for k, v in sums.items()}
+  n = max(sums.pop('examples'), 1.0)
+  dims = sums.pop('dims', None)
+  out = {k: v / n for k, v in sums.items()}
+  if dims and 'nll' in sums:
+    out['nll_per_dim'] = sums['nll'] / dims
+    out['bpd'] = out['nll_per_dim'] / math.log(2)
+  return out
+
+
+class Experiment:
+  """Dataset, family, compiled steps and checkpoints for one config + workdir."""
+
+  def __init__(self, config, workdir):
+    self.config, self.workdir = config, workdir
+    self.data = Dataset(config.data, seed=config.seed)
+    self.family = families.build(config, self.data.info)
+    self.key = jax.random.PRNGKey(config.seed)
+    self.num_devices = jax.local_device_count()
+    first = self.data.train_batch(0)
+    per_device = jax.tree_util.tree_map(lambda x: x[:x.shape[0] // self.num_devices], first)
+    state = self.family.init(jax.random.fold_in(self.key, _INIT), per_device)
+    self.checkpointer = checkpoint.Checkpointer(workdir, config)
+    self.state = self.checkpointer.restore_or(state)  # host copy
+    self.p_train = parallel.pmap_train_step(self.family.train_step)
+    self.p_eval = parallel.pmap_eval_step(self.family.eval_step)
+
+  @property
+  def step(self):
+    return int(jax.device_get(self.state.step))
+
+  def evaluate(self, rstate, split=None, max_batches=-1):
+    total = None
+    for batch in self.data.eval_batches(split, max_batches):
+      sums = self.p_eval(rstate, parallel.shard(batch))
+      total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
+    return summarize(parallel.unreplicate(total))
+
+  def sample(self, state, step, num_samples=None, tag=None):
+    num = num_samples or self.config.sample.num_samples
+    rng = jax.random.fold_in(jax.random.fold_in(self.key, _SAMPLE), step)
+    samples = self.family.sample(state, rng, num)
+    name = tag or f'step_{step:07d}'
+    path = writers.write_samples(os.path.join(self.workdir, 'samples'), name, samples, self.data.info)
+    return samples, path
+
+
+def train_and_evaluate(config, workdir):
+  """Trains (resuming from the latest checkpoint in workdir); returns final eval metrics."""
+  ex = Experiment(config, workdir)
+  tc = config.train
+  start = ex.step
+  writer = writers.MetricWriter(workdir)
+  if start:
+    print(f'resuming from step {start} in {workdir}', flush=True)
+  rstate = parallel.replicate(ex.state)
+  ex.state = None  # the replicated copy is the live one; its buffers get donated
+  batches = ex.data.train_iter(start)
+  train_key = jax.random.fold_in(ex.key, _TRAIN)
+  pending, final, done = [], {}, start
+  t0 = time.time()
+  bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc='train', dynamic_ncols=True,
+                  disable=jax.process_index() != 0 or not tc.progress_bar)
+  try:
+    for step in range(start, tc.num_steps):
+      batch = parallel.shard(next(batches))
+      rstate, metrics = ex.p_train(rstate, batch, jax.random.fold_in(train_key, step))
+      pending.append(metrics)
+      done = step + 1
+      bar.update(1)
+      is_last = done == tc.num_steps
+      if done % tc.log_every == 0 or is_last:
+        logged = jax.device_get(pending)
+        mean = {k: float(np.mean([m[k][0] for m in logged])) for k in logged[0]}
+        pending = []
+        if not np.isfinite(mean['loss']):
+          raise FloatingPointError(
+              f'training loss is {mean["loss"]} at step {done}; lower optim.lr or raise '
+              f'optim.warmup_steps (the last good checkpoint is step {ex.checkpointer.latest_step})')
+        mean['elapsed_s'] = time.time() - t0
+        writer.write(done, 'train', mean)
+        bar.set_postfix(loss=f'{mean["loss"]:.4f}')
+      if (tc.eval_every > 0 and done % tc.eval_every == 0) or is_last:
+        metrics = ex.evaluate(rstate, max_batches=-1 if is_last else tc.eval_batches)
+        metrics['elapsed_s'] = time.time() - t0
+        writer.write(done, 'eval', metrics)
+        bar.write(f'step {done}: eval ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
+        if jax.process_index() == 0 and config.sample.num_samples > 0:
+          _, path = ex.sample(parallel.unreplicate(rstate), done)
+          bar.write(f'step {done}: samples in {path}')
+        final = metrics
+      ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=is_last)
+  except KeyboardInterrupt:
+    # Keep the work done so far: the same command resumes from here.
+    if done > start:
+      ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=True)
+      logging.warning('interrupted: saved step %d in %s', done, workdir)
+    raise
+  finally:
+    bar.close()
+    batches.close()
+    ex.checkpointer.close()
+    writer.close()
+  if start >= tc.num_steps:
+    logging.info('workdir %s already holds a run of %d steps; nothing to train', workdir, start)
+  return final

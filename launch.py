@@ -1,0 +1,39 @@
+"""Trains, samples or evaluates one genjax experiment.
+
+  python launch.py --config=experiments/autoregressive.py:pysrc --workdir=/tmp/ar
+  python launch.py --config=... --workdir=/tmp/ar --mode=sample --config.sample.temperature=0.7
+  python launch.py --config=... --workdir=/tmp/ar --mode=eval
+
+Running the same training command again resumes from the latest checkpoint.
+With no arguments it trains the default experiment into ./workdirs/default.
+"""
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+DEFAULT_CONFIG = 'experiments/autoregressive.py:pysrc'
+config_flags.DEFINE_config_file(
+    'config', os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_CONFIG),
+    'Experiment config file[:variant].', lock_config=True)
+flags.DEFINE_string('workdir', 'workdirs/default', 'Checkpoints, metrics and samples go here.')
+flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'What to do.')
+flags.DEFINE_string('split', None, 'eval mode: split to evaluate (default data.eval_split).')
+flags.DEFINE_bool('distributed', False,
+                  'Call jax.distributed.initialize() first: run the same command on every host.')
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if FLAGS.distributed:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()
+  logging.set_verbosity(logging.WARNING)
+  from genjax import run  # pylint: disable=g-import-not-at-top
+  run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
+
+
+if __name__ == '__main__':
+  app.run(main)
