@@ -3,6 +3,8 @@
 Everything else sees a per-device function and a leading device axis. Moving
 to `jax.shard_map` later means changing the wrappers in this file only.
 """
+import functools
+
 import jax
 import numpy as np
 
@@ -33,9 +35,17 @@ def pmap_eval_step(eval_fn, devices=None):
 
 
 def replicate(tree, num_devices=None):
-  """Stacks a copy per device; the first pmapped call moves it onto them."""
-  n = num_devices or jax.local_device_count()
-  return jax.tree_util.tree_map(lambda x: np.broadcast_to(np.asarray(x), (n,) + np.shape(x)), tree)
+  """A copy per local device, laid out exactly as a pmapped step lays out its
+  outputs, so that the second step does not retrace for another input layout."""
+  devices = tuple(jax.local_devices()[:num_devices or jax.local_device_count()])
+  stacked = jax.tree_util.tree_map(
+      lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)), tree)
+  return _identity(devices)(stacked)
+
+
+@functools.lru_cache(maxsize=None)
+def _identity(devices):
+  return jax.pmap(lambda x: x, axis_name=DATA_AXIS, devices=devices)
 
 
 def unreplicate(tree):

@@ -73,6 +73,7 @@ def _two_steps(config, devices):
   family = families.build(config, data.info)
   batch0 = data.train_batch(0)
   state = family.init(jax.random.PRNGKey(0), batch0)
+  chex.clear_trace_counter()  # counts are keyed by code, shared by both builds
   step = parallel.pmap_train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
   rstate = parallel.replicate(state, len(devices))
   for s in range(3):

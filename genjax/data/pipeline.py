@@ -113,22 +113,28 @@ class Dataset:
     self.seed = seed
     builder = get_builder(cfg.name, cfg.data_dir, cfg.download)
     self.info = _info_from_builder(builder, cfg.name, cfg.seq_len)
+    self._builder = builder
     self._sources = {}
     for split in (cfg.train_split, cfg.eval_split):
-      if split not in self.info.num_examples:
-        raise DatasetError(f'dataset {cfg.name!r} has no split {split!r}; it has '
-                           f'{sorted(self.info.num_examples)}')
-      self._sources[split] = builder.as_data_source(split=split)
+      self._source(split)
     self._batch = _local_batch(cfg.batch_size, 'data.batch_size')
     self._eval_batch = _local_batch(cfg.eval_batch_size, 'data.eval_batch_size')
     self._text = {}
     self._perms = collections.OrderedDict()
 
   # ---------------------------------------------------------------- reading
+  def _source(self, split):
+    if split not in self._sources:
+      if split not in self.info.num_examples:
+        raise DatasetError(f'dataset {self.cfg.name!r} has no split {split!r}; it has '
+                           f'{sorted(self.info.num_examples)}')
+      self._sources[split] = self._builder.as_data_source(split=split)
+    return self._sources[split]
+
   def _text_stream(self, split):
     """This host's shard of the split's bytes, all examples concatenated."""
     if split not in self._text:
-      src = self._sources[split]
+      src = self._source(split)
       lo, hi = _host_range(len(src))
       parts = [np.frombuffer(_as_bytes(src[i]['text']), np.uint8) for i in range(lo, hi)]
       stream = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
@@ -139,7 +145,7 @@ class Dataset:
     return self._text[split]
 
   def _read(self, split, indices):
-    records = self._sources[split].__getitems__([int(i) for i in indices])
+    records = self._source(split).__getitems__([int(i) for i in indices])
     keys = ('image', 'label') if self.info.modality == 'image' else ('x', 'label')
     out = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys if k in records[0]}
     if 'label' in out:
@@ -163,7 +169,7 @@ class Dataset:
       T1 = self.info.shape[0]
       starts = rng.integers(0, len(stream) - T1 + 1, size=self._batch)
       return {'tokens': np.stack([stream[s:s + T1] for s in starts]).astype(np.int32)}
-    lo, hi = _host_range(len(self._sources[split]))
+    lo, hi = _host_range(len(self._source(split)))
     n = hi - lo
     pos = step * self._batch + np.arange(self._batch)
     epochs = pos // n
@@ -188,7 +194,7 @@ class Dataset:
       T = self.info.shape[0] - 1
       starts = np.arange(0, len(stream) - T, T)
     else:
-      lo, hi = _host_range(len(self._sources[split]))
+      lo, hi = _host_range(len(self._source(split)))
       starts = np.arange(lo, hi)
     if 0 < max_batches * B < len(starts):
       # A subset spread evenly over the split, not its first files.

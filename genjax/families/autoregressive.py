@@ -2,8 +2,9 @@
 cross-entropy, on byte-level text or on images read as pixel sequences.
 
 Images become `[BOS] + pixels in raster (H, W, C) order`, with one token per
-grey level (vocabulary = num_levels + 1), so the eval NLL is the exact
-log-likelihood of the image in nats per dimension.
+grey level (vocabulary = num_levels + 1). Predictions are a softmax over the
+num_levels pixel values only (BOS is an input, never an output), so the eval
+NLL is the exact, normalised log-likelihood of the image in nats per dimension.
 """
 import functools
 
@@ -20,11 +21,11 @@ from genjax.parallel import DATA_AXIS
 
 
 def token_spec(info):
-  """Returns (vocab_size, sequence length incl. BOS/first token)."""
+  """Returns (input vocabulary, output vocabulary, sequence length incl. BOS)."""
   if info.modality == 'text':
-    return info.num_levels, info.shape[0]
+    return info.num_levels, info.num_levels, info.shape[0]
   if info.modality == 'image':
-    return info.num_levels + 1, int(np.prod(info.shape)) + 1
+    return info.num_levels + 1, info.num_levels, int(np.prod(info.shape)) + 1
   raise ValueError(f"the autoregressive family models text or images; dataset {info.name!r} "
                    f"holds {info.modality}")
 
@@ -40,7 +41,7 @@ def batch_tokens(batch, info):
 
 
 def make_model(config, info):
-  vocab_size, length = token_spec(info)
+  vocab_size, _, length = token_spec(info)
   m = config.model
   return Transformer(vocab_size=vocab_size, max_len=length - 1, num_layers=m.num_layers,
                      num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio,
@@ -54,8 +55,11 @@ class DecodeState:
   index: jnp.ndarray   # int32 scalar: the next position to write
 
 
-def decode(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0, top_p=1.0):
+def decode(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0, top_p=1.0,
+           num_outputs=None):
   """Prefills the prompt once, then samples `num_steps` tokens from the KV cache.
+
+  Only the first `num_outputs` tokens of the vocabulary are sampled (all if None).
 
   The last sampled token is never fed back, so P + num_steps may reach
   model.max_len + 1 (the training window length). Returns BxN int32 tokens.
@@ -65,13 +69,14 @@ def decode(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0, 
     raise ValueError(f'prompt ({P}) + steps ({num_steps}) exceeds the context length {model.max_len}')
   cache = model.init_cache(B)
   logits, cache = model.apply({'params': params}, prompt_BxP, cache=cache, index=0)
+  logits = logits[..., :num_outputs]
   state = DecodeState(cache=cache, logits=logits[:, -1], index=jnp.asarray(P, jnp.int32))
 
   def step(state, rng_t):
     token_B = sampling.sample_tokens(rng_t, state.logits, temperature, top_k, top_p)
     logits, cache = model.apply({'params': params}, token_B[:, None], cache=state.cache,
                                 index=state.index)
-    return DecodeState(cache=cache, logits=logits[:, -1], index=state.index + 1), token_B
+    return DecodeState(cache=cache, logits=logits[:, -1, :num_outputs], index=state.index + 1), token_B
 
   _, tokens_NxB = jax.lax.scan(step, state, jax.random.split(rng, num_steps))
   return tokens_NxB.T
@@ -79,11 +84,13 @@ def decode(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0, 
 
 def build(config, info):
   model = make_model(config, info)
+  _, num_outputs, _ = token_spec(info)
   tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
 
   def per_token_nll(params, tokens, rng=None, train=False):
     rngs = {'dropout': rng} if train else {}
     logits, _ = model.apply({'params': params}, tokens[:, :-1], train=train, rngs=rngs)
+    logits = logits[..., :num_outputs]
     return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])  # BxT
 
   def init(rng, batch):
@@ -112,7 +119,7 @@ def build(config, info):
                 examples=mask.sum())
 
   sample_cfg = config.sample
-  _decode = jax.jit(functools.partial(decode, model), static_argnums=(2,))
+  _decode = jax.jit(functools.partial(decode, model, num_outputs=num_outputs), static_argnums=(2,))
 
   def sample(state, rng, num_samples):
     opts = dict(temperature=sample_cfg.temperature, top_k=sample_cfg.top_k, top_p=sample_cfg.top_p)
