@@ -1,11 +1,13 @@
 """Autoregressive transformer LM on bytes or pixels.
 
   python launch.py --config=experiments/autoregressive.py:pysrc --workdir=/tmp/ar_pysrc
-      Byte-level LM on the stdlib sources. Expect validation ~1.4 nats/byte
-      after ~8 minutes on a 2-core CPU (see README for the measured curve).
+      Byte-level LM (4 layers, width 128, context 64) on the stdlib sources,
+      8,000 steps. Reaches 1.27 nats/byte on the whole validation split
+      (1.44 at 3 minutes); the command takes 8.5 minutes on a 2-core CPU.
   python launch.py --config=experiments/autoregressive.py:digits --workdir=/tmp/ar_digits
-      8x8 digits as 64 pixel tokens over 17 grey levels. Expect test
-      bits/dim <= 1.9 (exact likelihood) in a few minutes on a 2-core CPU.
+      8x8 digits as 64 pixel tokens over 17 grey levels, 1,000 steps. Reaches
+      1.83 bits/dim (81.0 nats/image, exact) on the 447 test images; the
+      command takes 6 minutes on a 2-core CPU.
 
 Any field can be overridden, e.g. `--config.train.num_steps=200`; an unknown
 field is an error. data.batch_size is global (split over hosts and devices).
@@ -72,18 +74,18 @@ def get_config(arg='pysrc'):
   c.sample.length = 256  # text only: bytes after the prompt
 
   if arg == 'digits':
+    # Tuned on the validation split (dropout 0.1 overfits after ~600 steps).
     c.data.name = 'digits'
     c.data.eval_split = 'test'
     c.data.batch_size = 64
     c.data.eval_batch_size = 512
-    c.model.width = 128
-    c.model.dropout = 0.1
-    c.optim.lr = 1e-3
+    c.model.dropout = 0.3
+    c.optim.lr = 2e-3
     c.optim.warmup_steps = 100
-    c.train.num_steps = 3000
-    c.train.eval_every = 500
+    c.train.num_steps = 1000
+    c.train.eval_every = 200
     c.train.eval_batches = -1
-    c.train.checkpoint_every = 500
+    c.train.checkpoint_every = 200
     c.sample.num_samples = 64
     c.sample.temperature = 1.0
     c.sample.top_p = 1.0

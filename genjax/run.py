@@ -13,7 +13,8 @@ def main(config, workdir, mode='train', split=None):
     metrics = train.train_and_evaluate(config, workdir)
     print('final eval:', json.dumps(metrics), flush=True)
     ex = train.Experiment(config, workdir)
-    _print_samples(ex, ex.state)
+    if config.sample.num_samples > 0:
+      _print_samples(ex, ex.state)
     print(f'results in {workdir}: metrics.jsonl, tb/, samples/, checkpoints/', flush=True)
     return metrics
   ex = train.Experiment(config, workdir)

@@ -120,6 +120,7 @@ def train_and_evaluate(config, workdir):
     batches.close()
     ex.checkpointer.close()
     writer.close()
-  if start >= tc.num_steps:
-    logging.info('workdir %s already holds a run of %d steps; nothing to train', workdir, start)
+  if not final:  # the workdir already held a finished run: report it
+    print(f'{workdir} already holds a run of {start} steps; evaluating it', flush=True)
+    final = ex.evaluate(rstate)
   return final

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from genjax import checkpoint, families, parallel, train
+from genjax import checkpoint, families, parallel, report, train
 from genjax.data import Dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +33,8 @@ def test_training_lowers_heldout_loss_on_digits(tmp_path, tiny_config):
   lines = [json.loads(l) for l in open(tmp_path / 'run' / 'metrics.jsonl')]
   assert {l['split'] for l in lines} == {'train', 'eval'}
   assert any(f.startswith('events') for f in os.listdir(tmp_path / 'run' / 'tb'))
+  step, _, (nll, _) = report.eval_curve(str(tmp_path / 'run'))[-1]
+  assert step == 60 and nll == pytest.approx(after['nll_per_dim'])
 
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, monkeypatch):
