@@ -11,6 +11,8 @@ def main(config, workdir, mode='train', split=None):
     print(f'genjax: {config.family} on {config.data.name}, {jax.device_count()} device(s) '
           f'({jax.default_backend()}); workdir {workdir}', flush=True)
     metrics = train.train_and_evaluate(config, workdir)
+    if 'stopped_by' in metrics:
+      return metrics
     print('final eval:', json.dumps(metrics), flush=True)
     ex = train.Experiment(config, workdir)
     if config.sample.num_samples > 0:

@@ -1,6 +1,8 @@
 """The generic trainer: the same loop for every family (see genjax.families.base)."""
 import math
 import os
+import signal
+import threading
 import time
 
 from absl import logging
@@ -65,7 +67,10 @@ class Experiment:
 
 
 def train_and_evaluate(config, workdir):
-  """Trains (resuming from the latest checkpoint in workdir); returns final eval metrics."""
+  """Trains (resuming from the latest checkpoint in workdir); returns final eval metrics.
+
+  On SIGTERM it saves a checkpoint and returns {'stopped_by': 'SIGTERM', 'step': s}.
+  """
   ex = Experiment(config, workdir)
   tc = config.train
   start = ex.step
@@ -74,6 +79,7 @@ def train_and_evaluate(config, workdir):
     print(f'resuming from step {start} in {workdir}', flush=True)
   rstate = parallel.replicate(ex.state)
   ex.state = None  # the replicated copy is the live one; its buffers get donated
+  stop = _StopOnSignal()  # before the data thread starts
   batches = ex.data.train_iter(start)
   train_key = jax.random.fold_in(ex.key, _TRAIN)
   pending, final, done = [], {}, start
@@ -82,6 +88,11 @@ def train_and_evaluate(config, workdir):
                   disable=jax.process_index() != 0 or not tc.progress_bar)
   try:
     for step in range(start, tc.num_steps):
+      if stop.requested:
+        ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=True)
+        print(f'stopped by {stop.requested}: saved step {done} in {workdir}; the same command '
+              'resumes', flush=True)
+        break
       batch = parallel.shard(next(batches))
       rstate, metrics = ex.p_train(rstate, batch, jax.random.fold_in(train_key, step))
       pending.append(metrics)
@@ -116,11 +127,32 @@ def train_and_evaluate(config, workdir):
       logging.warning('interrupted: saved step %d in %s', done, workdir)
     raise
   finally:
+    stop.restore()
     bar.close()
     batches.close()
     ex.checkpointer.close()
     writer.close()
+  if stop.requested:
+    return {'stopped_by': stop.requested, 'step': done}
   if not final:  # the workdir already held a finished run: report it
     print(f'{workdir} already holds a run of {start} steps; evaluating it', flush=True)
     final = ex.evaluate(rstate)
   return final
+
+
+class _StopOnSignal:
+  """SIGTERM (a preempted VM, a cluster scheduler) asks the loop to checkpoint and stop."""
+
+  def __init__(self):
+    self.requested = None
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    self.requested = signal.Signals(signum).name
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

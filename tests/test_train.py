@@ -1,6 +1,7 @@
 """The generic trainer on real (offline) data, with the AR family."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -56,9 +57,25 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, m
   assert checkpoint.Checkpointer(str(tmp_path / 'resumed'), config).latest_step == 3
   train.train_and_evaluate(config, str(tmp_path / 'resumed'))
 
+  # SIGTERM (preemption): the loop checkpoints where it is and returns.
+  real_shard, calls = parallel.shard, []
+
+  def shard_then_terminate(batch):  # runs in the loop's thread, once per step
+    calls.append(1)
+    if len(calls) == 2:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_shard(batch)
+
+  monkeypatch.setattr(parallel, 'shard', shard_then_terminate)
+  out = train.train_and_evaluate(config, str(tmp_path / 'terminated'))
+  monkeypatch.setattr(parallel, 'shard', real_shard)
+  assert out == {'stopped_by': 'SIGTERM', 'step': 2}  # not a periodic checkpoint step
+  assert checkpoint.Checkpointer(str(tmp_path / 'terminated'), config).latest_step == out['step']
+  train.train_and_evaluate(config, str(tmp_path / 'terminated'))
+
   a = params_of(str(tmp_path / 'straight'), config)
-  b = params_of(str(tmp_path / 'resumed'), config)
-  chex.assert_trees_all_equal(a, b)
+  chex.assert_trees_all_equal(a, params_of(str(tmp_path / 'resumed'), config))
+  chex.assert_trees_all_equal(a, params_of(str(tmp_path / 'terminated'), config))
 
 
 def test_checkpoint_from_another_config_is_refused(tmp_path, tiny_config):
