@@ -8,6 +8,7 @@ Running the same training command again resumes from the latest checkpoint.
 With no arguments it trains the default experiment into ./workdirs/default.
 """
 import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -31,8 +32,14 @@ def main(argv):
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
   logging.set_verbosity(logging.WARNING)
-  from genjax import run  # pylint: disable=g-import-not-at-top
-  run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
+  # pylint: disable=g-import-not-at-top
+  from genjax import checkpoint, run
+  from genjax.data import DatasetError
+  try:
+    run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
+  except (DatasetError, checkpoint.CheckpointMismatchError, FileNotFoundError,
+          FloatingPointError) as e:
+    sys.exit(f'genjax: {e}')  # one actionable sentence, no traceback
 
 
 if __name__ == '__main__':

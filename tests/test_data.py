@@ -83,9 +83,12 @@ def test_pysrc_split_rule_and_windows():
   assert len(stream) - 1 - n < 32
 
 
-def test_missing_and_unknown_datasets_say_what_to_do(tmp_path):
+def test_missing_and_unknown_datasets_say_what_to_do(tmp_path, monkeypatch):
   with pytest.raises(pipeline.DatasetError, match=r"'mnist' is not prepared.*genjax.data.prepare mnist"):
     pipeline.get_builder('mnist', str(tmp_path), download=False)
+  with pytest.raises(pipeline.DatasetError, match=r"'mnist' is not prepared.*offline"):
+    monkeypatch.setattr(pipeline, '_resolves', lambda host: False)
+    pipeline.get_builder('mnist', str(tmp_path), download=True)
   with pytest.raises(pipeline.DatasetError, match="unknown dataset 'no_such_dataset'"):
     pipeline.get_builder('no_such_dataset', str(tmp_path))
 

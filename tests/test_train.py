@@ -122,6 +122,15 @@ def test_unknown_config_key_is_an_error(tmp_path):
   assert 'num_stepz' in out.stderr
 
 
+def test_missing_dataset_is_one_clear_sentence(tmp_path):
+  out = run_launch('--config=experiments/autoregressive.py:digits', f'--workdir={tmp_path}',
+                   '--config.data.name=mnist', '--config.data.download=False',
+                   f'--config.data.data_dir={tmp_path}/tfds')
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines()[-1].startswith("genjax: dataset 'mnist' is not prepared")
+  assert 'Traceback' not in out.stderr
+
+
 def test_unknown_variant_is_an_error(tmp_path):
   out = run_launch('--config=experiments/autoregressive.py:cifar', f'--workdir={tmp_path}')
   assert out.returncode != 0 and "unknown variant 'cifar'" in out.stderr

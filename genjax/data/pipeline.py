@@ -17,6 +17,7 @@ import collections
 import dataclasses
 import os
 import queue
+import socket
 import threading
 from typing import Any
 
@@ -53,7 +54,23 @@ def default_data_dir():
   return os.environ.get('TFDS_DATA_DIR', os.path.expanduser('~/tensorflow_datasets'))
 
 
-def get_builder(name, data_dir, download=True):
+def _online(host='storage.googleapis.com', timeout=5.0):
+  """Whether TFDS's download host resolves (offline, TFDS would retry for minutes)."""
+  result = []
+  t = threading.Thread(target=lambda: result.append(_resolves(host)), daemon=True)
+  t.start()
+  t.join(timeout)
+  return bool(result and result[0])
+
+
+def _resolves(host):
+  try:
+    return bool(socket.getaddrinfo(host, 443))
+  except OSError:
+    return False
+
+
+def get_builder(name, data_dir, download=True, check_online=True):
   """Returns a prepared array_record builder, preparing offline datasets."""
   data_dir = data_dir or default_data_dir()
   try:
@@ -68,6 +85,10 @@ def get_builder(name, data_dir, download=True):
   if base not in OFFLINE and not download:
     raise DatasetError(f'dataset {name!r} is not prepared in {data_dir}. On a machine with '
                        f'internet run `{prepare_cmd}`, or point data.data_dir at a prepared copy.')
+  if base not in OFFLINE and check_online and not _online():
+    raise DatasetError(f'dataset {name!r} is not prepared in {data_dir} and this machine is '
+                       f'offline. On a machine with internet run `{prepare_cmd}`, or point '
+                       'data.data_dir at a prepared copy.')
   try:
     builder.download_and_prepare(file_format='array_record')
   except Exception as e:  # pylint: disable=broad-except

@@ -15,7 +15,7 @@ def main(argv):
   if len(argv) < 2:
     raise app.UsageError('name the datasets to prepare, e.g. `digits toy2d/ring8 mnist`')
   for name in argv[1:]:
-    builder = pipeline.get_builder(name, flags.FLAGS.data_dir, download=True)
+    builder = pipeline.get_builder(name, flags.FLAGS.data_dir, download=True, check_online=False)
     splits = {k: v.num_examples for k, v in builder.info.splits.items()}
     print(f'{name}: prepared in {builder.data_dir}: {splits}')
 
