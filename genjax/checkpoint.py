@@ -10,8 +10,12 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-# Sections that fix parameter shapes or the meaning of the state.
+# Fields that fix parameter shapes or the meaning of the state.
 _MUST_MATCH = ('family', 'model', 'data.name', 'data.seq_len')
+# Model fields that may change between runs (e.g. sampling without dropout).
+_FREE_MODEL_FIELDS = ('dropout', 'dtype')
+# Fields a resumed run needs unchanged to equal an uninterrupted one.
+_SHOULD_MATCH = ('seed', 'data.batch_size', 'train.num_steps', 'optim')
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -21,6 +25,8 @@ class CheckpointMismatchError(RuntimeError):
 def _lookup(cfg_dict, dotted):
   for key in dotted.split('.'):
     cfg_dict = cfg_dict.get(key) if isinstance(cfg_dict, dict) else None
+  if dotted == 'model' and isinstance(cfg_dict, dict):
+    cfg_dict = {k: v for k, v in cfg_dict.items() if k not in _FREE_MODEL_FIELDS}
   return cfg_dict
 
 
@@ -47,10 +53,15 @@ class Checkpointer:
             f'the checkpoints in {self.workdir} were written by a config whose '
             f'{", ".join(diffs)} differ from this one; use a new --workdir, or the config in '
             f'{path}')
+      changed = [k for k in _SHOULD_MATCH if _lookup(old, k) != _lookup(new, k)]
+      if changed:
+        print(f'note: {", ".join(changed)} changed since the checkpoints in {self.workdir} were '
+              'written; the resumed run will differ from an uninterrupted one', flush=True)
     if jax.process_index() == 0:
       os.makedirs(self.workdir, exist_ok=True)
-      with open(path, 'w') as f:
+      with open(path + '.tmp', 'w') as f:  # other hosts may be reading the old one
         f.write(self.config.to_json(indent=2))
+      os.replace(path + '.tmp', path)
 
   @property
   def latest_step(self):

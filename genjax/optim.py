@@ -16,9 +16,14 @@ def learning_rate_schedule(cfg, num_steps):
   return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, warmup), decay], [warmup])
 
 
+_DECAYED = ('kernel', 'embedding', 'pos_embed')
+
+
 def _decay_mask(params):
-  # Decay matrices (dense kernels, embeddings); leave biases and norms alone.
-  return jax.tree_util.tree_map(lambda p: p.ndim >= 2, params)
+  # Decay weight matrices and embeddings by name; leave biases (some are 3-D,
+  # like the fused qkv bias) and norm scales alone.
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) in _DECAYED, params)
 
 
 def make_optimizer(cfg, num_steps):

@@ -33,6 +33,8 @@ def main(config, workdir, mode='train', split=None):
 
 
 def _print_samples(ex, state):
+  if jax.process_index() != 0:
+    return None
   samples, path = ex.sample(state, ex.step, tag=f'sample_step_{ex.step:07d}')
   if ex.data.info.modality == 'text':
     for i, text in enumerate(writers.decode_text(samples[:2])):

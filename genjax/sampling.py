@@ -33,8 +33,8 @@ def filter_logits(logits_BxV, temperature=1.0, top_k=0, top_p=1.0):
   sorted_desc = jnp.where(sorted_desc < kth, NEG_INF, sorted_desc)
   probs_sorted = jax.nn.softmax(sorted_desc, axis=-1)
   mass_before = jnp.cumsum(probs_sorted, axis=-1) - probs_sorted
-  keep_sorted = mass_before < top_p
-  # The smallest kept logit is the threshold; the most likely token always stays.
+  keep_sorted = (mass_before < top_p).at[..., 0].set(True)  # the most likely token always stays
+  # The smallest kept logit is the threshold.
   threshold = jnp.min(jnp.where(keep_sorted, sorted_desc, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(logits < threshold, NEG_INF, logits)
 

@@ -7,6 +7,7 @@ import time
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
@@ -41,6 +42,8 @@ class Experiment:
     first = self.data.train_batch(0)
     per_device = jax.tree_util.tree_map(lambda x: x[:x.shape[0] // self.num_devices], first)
     state = self.family.init(jax.random.fold_in(self.key, _INIT), per_device)
+    if jax.process_count() > 1:  # data-dependent init saw this host's batch only
+      state = multihost_utils.broadcast_one_to_all(state)
     self.checkpointer = checkpoint.Checkpointer(workdir, config)
     self.state = self.checkpointer.restore_or(state)  # host copy
     self.p_train = parallel.pmap_train_step(self.family.train_step)
@@ -88,7 +91,7 @@ def train_and_evaluate(config, workdir):
                   disable=jax.process_index() != 0 or not tc.progress_bar)
   try:
     for step in range(start, tc.num_steps):
-      if stop.requested:
+      if stop.agreed():
         ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=True)
         print(f'stopped by {stop.requested}: saved step {done} in {workdir}; the same command '
               'resumes', flush=True)
@@ -99,7 +102,8 @@ def train_and_evaluate(config, workdir):
       done = step + 1
       bar.update(1)
       is_last = done == tc.num_steps
-      if done % tc.log_every == 0 or is_last:
+      saving = tc.checkpoint_every > 0 and done % tc.checkpoint_every == 0
+      if done % tc.log_every == 0 or is_last or saving:  # never checkpoint an unchecked NaN
         logged = jax.device_get(pending)
         mean = {k: float(np.mean([m[k][0] for m in logged])) for k in logged[0]}
         pending = []
@@ -148,6 +152,14 @@ class _StopOnSignal:
     self._previous = None
     if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def agreed(self):
+    """Whether any host was asked to stop; all hosts must leave the loop together."""
+    if jax.process_count() > 1:
+      flags = multihost_utils.process_allgather(np.int32(self.requested is not None))
+      if flags.max() and self.requested is None:
+        self.requested = 'SIGTERM on another host'
+    return self.requested is not None
 
   def _handle(self, signum, frame):
     del frame

@@ -36,22 +36,17 @@ def test_kv_cache_logits_equal_full_forward(positions):
 
 @pytest.mark.parametrize('positions', ['rotary', 'learned'])
 def test_model_is_causal(positions):
-  """The gradient of logit t with respect to any later input embedding is zero."""
+  """Changing any future token leaves logits 0..t unchanged; a past one does not."""
   model, params = make_model(positions)
   tokens = jax.random.randint(jax.random.PRNGKey(2), (1, 12), 0, 11)
   t = 6
 
-  def logit_t(p):
-    return model.apply({'params': p}, tokens)[0][0, t].sum()
-
-  # Changing any future token leaves logits 0..t unchanged; a past one does not.
   base = model.apply({'params': params}, tokens)[0]
   future = tokens.at[0, t + 1:].set((tokens[0, t + 1:] + 1) % 11)
   past = tokens.at[0, t].set((tokens[0, t] + 1) % 11)
   np.testing.assert_allclose(model.apply({'params': params}, future)[0][0, :t + 1], base[0, :t + 1],
                              atol=1e-6)
   assert np.abs(model.apply({'params': params}, past)[0][0, t] - base[0, t]).max() > 1e-4
-  assert np.isfinite(jax.grad(logit_t)(params)['embed']['embedding']).all()
 
 
 def test_greedy_decode_equals_repeated_full_forward():

@@ -1,5 +1,6 @@
 """Offline TFDS builders and the input pipeline."""
 import hashlib
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -96,3 +97,32 @@ def test_missing_and_unknown_datasets_say_what_to_do(tmp_path, monkeypatch):
 def test_batch_must_split_over_devices():
   with pytest.raises(ValueError, match='multiple of the number of devices'):
     pipeline.Dataset(data_cfg('digits', batch_size=10))
+
+
+@pytest.mark.parametrize('name,split', [('pysrc', 'validation'), ('digits', 'test')])
+def test_hosts_split_the_data_and_agree_on_eval_batches(monkeypatch, name, split):
+  """Two hosts (faked): disjoint shards that cover the split, equal eval batch counts."""
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  shards, counts, real = [], [], 0
+  for host in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda host=host: host)
+    ds = pipeline.Dataset(data_cfg(name, eval_split=split, eval_batch_size=64))
+    batches = list(ds.eval_batches(split))
+    counts.append(len(batches))
+    real += sum(int(b['mask'].sum()) for b in batches)
+    if name == 'pysrc':
+      shards.append(ds._text_stream(split))
+      full = ds._text[split]
+    else:
+      assert {b['image'].shape for b in batches} == {(32, 8, 8, 1)}  # 64 over 2 hosts
+      # Uneven shares: the host with less pads with all-masked batches.
+      monkeypatch.setattr(ds, '_eval_starts', lambda split, p, mb: np.arange(3 if p == 0 else 70))
+      uneven = list(ds.eval_batches(split))
+      assert len(uneven) == 3 and {b['image'].shape for b in uneven} == {(32, 8, 8, 1)}
+      assert [int(b['mask'].sum()) for b in uneven] == ([3, 0, 0] if host == 0 else [32, 32, 6])
+  assert counts[0] == counts[1]
+  if name == 'pysrc':
+    np.testing.assert_array_equal(np.concatenate(shards), full)
+    assert abs(len(shards[0]) - len(shards[1])) <= 1
+  else:
+    assert real == 447

@@ -73,6 +73,12 @@ def test_top_k_one_and_tiny_top_p_are_greedy():
   np.testing.assert_array_equal(sampling.sample_tokens(jax.random.PRNGKey(7), logits, 1.0, 0, 1e-6), argmax)
 
 
+def test_top_p_zero_keeps_the_most_likely_token():
+  logits = jnp.array([[0.0, 5.0, 1.0]])
+  for top_p in (0.0, -1.0):
+    assert int(sampling.sample_tokens(jax.random.PRNGKey(0), logits, 1.0, 0, top_p)[0]) == 1
+
+
 def test_options_are_traced_without_recompiling():
   fn = jax.jit(sampling.sample_tokens)
   logits = jnp.zeros((2, 5))

@@ -73,7 +73,23 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, m
   assert checkpoint.Checkpointer(str(tmp_path / 'terminated'), config).latest_step == out['step']
   train.train_and_evaluate(config, str(tmp_path / 'terminated'))
 
+  # Ctrl-C between steps: saved where it is, then re-raised.
+  def shard_then_interrupt(batch):
+    calls.append(1)
+    if len(calls) == 2:
+      raise KeyboardInterrupt
+    return real_shard(batch)
+
+  calls.clear()
+  monkeypatch.setattr(parallel, 'shard', shard_then_interrupt)
+  with pytest.raises(KeyboardInterrupt):
+    train.train_and_evaluate(config, str(tmp_path / 'ctrl_c'))
+  monkeypatch.setattr(parallel, 'shard', real_shard)
+  assert checkpoint.Checkpointer(str(tmp_path / 'ctrl_c'), config).latest_step == 1
+  train.train_and_evaluate(config, str(tmp_path / 'ctrl_c'))
+
   a = params_of(str(tmp_path / 'straight'), config)
+  chex.assert_trees_all_equal(a, params_of(str(tmp_path / 'ctrl_c'), config))
   chex.assert_trees_all_equal(a, params_of(str(tmp_path / 'resumed'), config))
   chex.assert_trees_all_equal(a, params_of(str(tmp_path / 'terminated'), config))
 
@@ -148,3 +164,12 @@ def test_launch_trains_then_samples_and_evaluates(tmp_path):
   out = run_launch(*common, '--mode=sample', '--config.sample.temperature=0')
   assert out.returncode == 0, out.stderr[-2000:]
   assert os.path.exists(tmp_path / 'samples' / 'sample_step_0000004.png')
+
+
+def test_weight_decay_skips_biases_and_norms(tiny_config):
+  from genjax import optim
+  params = {'qkv': {'kernel': np.ones((4, 3, 2, 2)), 'bias': np.ones((3, 2, 2))},
+            'ln': {'scale': np.ones(4), 'bias': np.ones(4)}, 'embed': {'embedding': np.ones((5, 4))}}
+  mask = optim._decay_mask(params)
+  assert mask == {'qkv': {'kernel': True, 'bias': False}, 'ln': {'scale': False, 'bias': False},
+                  'embed': {'embedding': True}}

@@ -3,9 +3,10 @@
 Datasets are read with `tfds.data_source` (array_record, random access), so
 TensorFlow is never imported. A training batch is a pure function of the step
 (`Dataset.train_batch(step)`), which is what makes a resumed run see exactly
-the data an uninterrupted one would have seen. Each host reads only its own
+the data an uninterrupted one would have seen. Each host keeps only its own
 contiguous shard of every split (`jax.process_index()` of
-`jax.process_count()`), and gets `global_batch / process_count` examples.
+`jax.process_count()`): image and point datasets read only its examples, text
+is cut by bytes. A host gets `global_batch / process_count` examples.
 
 Batches are dicts of numpy arrays with a leading batch axis:
   image datasets: 'image' uint8 (B, H, W, C) in [0, num_levels - 1], 'label'
@@ -78,6 +79,12 @@ def get_builder(name, data_dir, download=True, check_online=True):
   except tfds.core.registered.DatasetNotFoundError as e:
     raise DatasetError(f'unknown dataset {name!r}: not a genjax builder ({", ".join(OFFLINE)}) '
                        f'nor a TFDS name. See https://www.tensorflow.org/datasets/catalog') from e
+  except ValueError as e:
+    if 'file format' not in str(e).lower():
+      raise
+    raise DatasetError(f'dataset {name!r} in {data_dir} was prepared as tfrecord; genjax reads '
+                       'array_record. Convert it with `tfds convert_format` or point '
+                       'data.data_dir elsewhere.') from e
   if builder.is_prepared():
     return builder
   base = name.split('/')[0].split(':')[0]
@@ -91,6 +98,12 @@ def get_builder(name, data_dir, download=True, check_online=True):
                        'data.data_dir at a prepared copy.')
   try:
     builder.download_and_prepare(file_format='array_record')
+  except ModuleNotFoundError as e:
+    if 'tensorflow' not in str(e):
+      raise
+    raise DatasetError(f'preparing {name!r} needs TensorFlow once (TFDS encodes its images with '
+                       f'it): `pip install tensorflow-cpu`, then `{prepare_cmd}`; training reads '
+                       'the result without TensorFlow.') from e
   except Exception as e:  # pylint: disable=broad-except
     raise DatasetError(f'dataset {name!r} is not prepared in {data_dir} and preparing it failed '
                        f'({type(e).__name__}: {str(e)[:200]}). With internet run `{prepare_cmd}`, '
@@ -120,9 +133,9 @@ def _info_from_builder(builder, name, seq_len):
                      '"text" or "x"')
 
 
-def _host_range(n):
-  """This host's contiguous [lo, hi) share of n items."""
-  p, k = jax.process_index(), jax.process_count()
+def _host_range(n, p=None):
+  """Host p's (default: this host's) contiguous [lo, hi) share of n items."""
+  p, k = jax.process_index() if p is None else p, jax.process_count()
   return n * p // k, n * (p + 1) // k
 
 
@@ -152,18 +165,22 @@ class Dataset:
       self._sources[split] = self._builder.as_data_source(split=split)
     return self._sources[split]
 
-  def _text_stream(self, split):
-    """This host's shard of the split's bytes, all examples concatenated."""
+  def _text_stream(self, split, host=None):
+    """A host's contiguous share of the split's bytes (all examples concatenated).
+
+    Text corpora are split by bytes, not by example: tiny_shakespeare is one
+    example per split. Each host reads the split's text and keeps its slice.
+    """
     if split not in self._text:
       src = self._source(split)
-      lo, hi = _host_range(len(src))
-      parts = [np.frombuffer(_as_bytes(src[i]['text']), np.uint8) for i in range(lo, hi)]
-      stream = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-      if len(stream) < self.info.shape[0]:
-        raise DatasetError(f'split {split!r} of {self.cfg.name!r} holds {len(stream)} bytes on '
-                           f'this host, fewer than one window of {self.info.shape[0]}')
-      self._text[split] = stream
-    return self._text[split]
+      parts = [np.frombuffer(_as_bytes(src[i]['text']), np.uint8) for i in range(len(src))]
+      self._text[split] = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    full = self._text[split]
+    lo, hi = _host_range(len(full), host)
+    if hi - lo < self.info.shape[0]:
+      raise DatasetError(f'split {split!r} of {self.cfg.name!r} holds {hi - lo} bytes per host, '
+                         f'fewer than one window of {self.info.shape[0]}')
+    return full[lo:hi]
 
   def _read(self, split, indices):
     records = self._source(split).__getitems__([int(i) for i in indices])
@@ -197,6 +214,27 @@ class Dataset:
     idx = np.array([self._permutation(e, n)[p % n] for e, p in zip(epochs, pos)]) + lo
     return self._read(split, idx)
 
+  def _eval_starts(self, split, host, max_batches):
+    """Host's eval items: window starts in its stream, or example indices."""
+    if self.info.modality == 'text':
+      T = self.info.shape[0] - 1
+      starts = np.arange(0, len(self._text_stream(split, host)) - T, T)
+    else:
+      starts = np.arange(*_host_range(len(self._source(split)), host))
+    n = max_batches * self._eval_batch
+    if 0 < n < len(starts):
+      # A subset spread evenly over the split, not its first files.
+      starts = starts[np.linspace(0, len(starts) - 1, n).astype(np.int64)]
+    return starts
+
+  def _empty_batch(self):
+    key = {'image': 'image', 'text': 'tokens', 'points': 'x'}[self.info.modality]
+    dtype = {'image': np.uint8, 'text': np.int32, 'points': np.float32}[self.info.modality]
+    batch = {key: np.zeros((0,) + tuple(self.info.shape), dtype)}
+    if 'label' in self._builder.info.features:
+      batch['label'] = np.zeros((0,), np.int32)
+    return batch
+
   def train_iter(self, start_step=0, prefetch=2):
     """Yields train_batch(start_step), train_batch(start_step + 1), ... from a thread."""
     return _Prefetch(self.train_batch, start_step, prefetch)
@@ -210,21 +248,19 @@ class Dataset:
     """
     split = split or self.cfg.eval_split
     B = self._eval_batch
-    if self.info.modality == 'text':
-      stream = self._text_stream(split)
-      T = self.info.shape[0] - 1
-      starts = np.arange(0, len(stream) - T, T)
-    else:
-      lo, hi = _host_range(len(self._source(split)))
-      starts = np.arange(lo, hi)
-    if 0 < max_batches * B < len(starts):
-      # A subset spread evenly over the split, not its first files.
-      starts = starts[np.linspace(0, len(starts) - 1, max_batches * B).astype(np.int64)]
-    num_batches = -(-len(starts) // B)
+    # Every host must run the same number of batches (they meet in a psum), so
+    # each works out every host's count and pads to the largest.
+    per_host = [self._eval_starts(split, p, max_batches) for p in range(jax.process_count())]
+    num_batches = max(-(-len(s) // B) for s in per_host)
+    starts = per_host[jax.process_index()]
+    stream = self._text_stream(split) if self.info.modality == 'text' else None
+    T1 = self.info.shape[0]
     for b in range(num_batches):
       chunk = starts[b * B:(b + 1) * B]
-      if self.info.modality == 'text':
-        batch = {'tokens': np.stack([stream[s:s + T + 1] for s in chunk]).astype(np.int32)}
+      if not len(chunk):
+        batch = self._empty_batch()
+      elif stream is not None:
+        batch = {'tokens': np.stack([stream[s:s + T1] for s in chunk]).astype(np.int32)}
       else:
         batch = self._read(split, chunk)
       pad = B - len(chunk)

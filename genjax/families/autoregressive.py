@@ -61,12 +61,14 @@ def decode(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0, 
 
   Only the first `num_outputs` tokens of the vocabulary are sampled (all if None).
 
-  The last sampled token is never fed back, so P + num_steps may reach
-  model.max_len + 1 (the training window length). Returns BxN int32 tokens.
+  The last sampled token is not needed as an input (its forward pass, at an
+  index clamped to the cache, is discarded), so P + num_steps may reach
+  model.max_len + 1, the training window. Returns BxN int32 tokens.
   """
   B, P = prompt_BxP.shape
   if P + num_steps > model.max_len + 1:
-    raise ValueError(f'prompt ({P}) + steps ({num_steps}) exceeds the context length {model.max_len}')
+    raise ValueError(f'prompt ({P}) + steps ({num_steps}) exceeds the context length '
+                     f'{model.max_len} + 1')
   cache = model.init_cache(B)
   logits, cache = model.apply({'params': params}, prompt_BxP, cache=cache, index=0)
   logits = logits[..., :num_outputs]
