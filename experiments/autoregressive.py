@@ -3,7 +3,7 @@
   python launch.py --config=experiments/autoregressive.py:pysrc --workdir=/tmp/ar_pysrc
       Byte-level LM (4 layers, width 128, context 64) on the stdlib sources,
       8,000 steps. Reaches 1.27 nats/byte on the whole validation split
-      (1.44 at 3 minutes); the command takes 8.5 minutes on a 2-core CPU.
+      (1.44 after 3 minutes); the command takes 8.5 minutes on a 2-core CPU.
   python launch.py --config=experiments/autoregressive.py:digits --workdir=/tmp/ar_digits
       8x8 digits as 64 pixel tokens over 17 grey levels, 1,000 steps. Reaches
       1.83 bits/dim (81.0 nats/image, exact) on the 447 test images; the
