@@ -93,8 +93,7 @@ def main():
   tok = jnp.asarray(tokens)
 
   def loss(params):
-    logits, _ = model.apply({'params': params}, tok[:, :-1])
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), tok[:, 1:, None], -1))
+    return ar.token_nll(model, params, tok, 256).mean()
 
   fwd = jax.jit(loss)
   fwd_bwd = jax.jit(jax.value_and_grad(loss))

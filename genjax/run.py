@@ -10,11 +10,11 @@ def main(config, workdir, mode='train', split=None):
   if mode == 'train':
     print(f'genjax: {config.family} on {config.data.name}, {jax.device_count()} device(s) '
           f'({jax.default_backend()}); workdir {workdir}', flush=True)
-    metrics = train.train_and_evaluate(config, workdir)
+    ex = train.Experiment(config, workdir)
+    metrics = train.train_and_evaluate(config, workdir, ex)
     if 'stopped_by' in metrics:
       return metrics
     print('final eval:', json.dumps(metrics), flush=True)
-    ex = train.Experiment(config, workdir)
     if config.sample.num_samples > 0:
       _print_samples(ex, ex.state)
     print(f'results in {workdir}: metrics.jsonl, tb/, samples/, checkpoints/', flush=True)
@@ -35,7 +35,10 @@ def main(config, workdir, mode='train', split=None):
 def _print_samples(ex, state):
   if jax.process_index() != 0:
     return None
-  samples, path = ex.sample(state, ex.step, tag=f'sample_step_{ex.step:07d}')
+  if ex.last_samples is not None:  # training just wrote this step's samples
+    samples, path = ex.last_samples
+  else:
+    samples, path = ex.sample(state, ex.step, tag=f'sample_step_{ex.step:07d}')
   if ex.data.info.modality == 'text':
     for i, text in enumerate(writers.decode_text(samples[:2])):
       print(f'----- sample {i} -----\n{text}')

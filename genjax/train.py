@@ -1,4 +1,5 @@
 """The generic trainer: the same loop for every family (see genjax.families.base)."""
+import functools
 import math
 import os
 import signal
@@ -48,6 +49,7 @@ class Experiment:
     self.state = self.checkpointer.restore_or(state)  # host copy
     self.p_train = parallel.pmap_train_step(self.family.train_step)
     self.p_eval = parallel.pmap_eval_step(self.family.eval_step)
+    self.last_samples = None  # (samples, path) of the last ex.sample during training
 
   @property
   def step(self):
@@ -69,12 +71,14 @@ class Experiment:
     return samples, path
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, ex=None):
   """Trains (resuming from the latest checkpoint in workdir); returns final eval metrics.
 
   On SIGTERM it saves a checkpoint and returns {'stopped_by': 'SIGTERM', 'step': s}.
+  Afterwards `ex` (an Experiment, made here if not given) holds the final host
+  state in `ex.state` and the last samples written in `ex.last_samples`.
   """
-  ex = Experiment(config, workdir)
+  ex = ex or Experiment(config, workdir)
   tc = config.train
   start = ex.step
   writer = writers.MetricWriter(workdir)
@@ -98,6 +102,7 @@ def train_and_evaluate(config, workdir):
         break
       batch = parallel.shard(next(batches))
       rstate, metrics = ex.p_train(rstate, batch, jax.random.fold_in(train_key, step))
+      host_state = functools.lru_cache(maxsize=1)(lambda: parallel.unreplicate(rstate))
       pending.append(metrics)
       done = step + 1
       bar.update(1)
@@ -108,9 +113,10 @@ def train_and_evaluate(config, workdir):
         mean = {k: float(np.mean([m[k][0] for m in logged])) for k in logged[0]}
         pending = []
         if not np.isfinite(mean['loss']):
+          last = ex.checkpointer.latest_step
           raise FloatingPointError(
               f'training loss is {mean["loss"]} at step {done}; lower optim.lr or raise '
-              f'optim.warmup_steps (the last good checkpoint is step {ex.checkpointer.latest_step})')
+              f'optim.warmup_steps ({"no checkpoint was saved" if last is None else f"the last good checkpoint is step {last}"})')
         mean['elapsed_s'] = time.time() - t0
         writer.write(done, 'train', mean)
         bar.set_postfix(loss=f'{mean["loss"]:.4f}')
@@ -120,10 +126,10 @@ def train_and_evaluate(config, workdir):
         writer.write(done, 'eval', metrics)
         bar.write(f'step {done}: eval ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
         if jax.process_index() == 0 and config.sample.num_samples > 0:
-          _, path = ex.sample(parallel.unreplicate(rstate), done)
-          bar.write(f'step {done}: samples in {path}')
+          ex.last_samples = ex.sample(host_state(), done)
+          bar.write(f'step {done}: samples in {ex.last_samples[1]}')
         final = metrics
-      ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=is_last)
+      ex.checkpointer.maybe_save(done, host_state, force=is_last)
   except KeyboardInterrupt:
     # Keep the work done so far: the same command resumes from here.
     if done > start:
@@ -136,6 +142,7 @@ def train_and_evaluate(config, workdir):
     batches.close()
     ex.checkpointer.close()
     writer.close()
+  ex.state = parallel.unreplicate(rstate)
   if stop.requested:
     return {'stopped_by': stop.requested, 'step': done}
   if not final:  # the workdir already held a finished run: report it

@@ -103,6 +103,15 @@ def test_checkpoint_from_another_config_is_refused(tmp_path, tiny_config):
     train.Experiment(config, str(tmp_path))
 
 
+def test_diverging_loss_stops_with_advice_and_saves_nothing_bad(tmp_path, tiny_config):
+  config = tiny_config('digits')
+  config.optim.lr, config.optim.warmup_steps, config.optim.grad_clip = 1e30, 0, 0.0
+  with pytest.raises(FloatingPointError, match='lower optim.lr'):
+    train.train_and_evaluate(config, str(tmp_path))
+  # log_every=2 < checkpoint_every=3: the non-finite loss is caught before any save
+  assert checkpoint.Checkpointer(str(tmp_path), config).latest_step is None
+
+
 def _two_steps(config, devices):
   data = Dataset(config.data, seed=0)
   family = families.build(config, data.info)

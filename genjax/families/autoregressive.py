@@ -48,6 +48,14 @@ def make_model(config, info):
                      positions=m.positions, dropout=m.dropout, dtype=jnp.dtype(m.dtype))
 
 
+def token_nll(model, params, tokens_BxT1, num_outputs, rng=None, train=False):
+  """Next-token NLL in nats, BxT, over the first `num_outputs` classes."""
+  rngs = {'dropout': rng} if train else {}
+  logits, _ = model.apply({'params': params}, tokens_BxT1[:, :-1], train=train, rngs=rngs)
+  return optax.softmax_cross_entropy_with_integer_labels(logits[..., :num_outputs],
+                                                         tokens_BxT1[:, 1:])
+
+
 @flax.struct.dataclass
 class DecodeState:
   cache: list        # per layer {'k','v'}: BxLxHxD
@@ -89,12 +97,6 @@ def build(config, info):
   _, num_outputs, _ = token_spec(info)
   tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
 
-  def per_token_nll(params, tokens, rng=None, train=False):
-    rngs = {'dropout': rng} if train else {}
-    logits, _ = model.apply({'params': params}, tokens[:, :-1], train=train, rngs=rngs)
-    logits = logits[..., :num_outputs]
-    return optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])  # BxT
-
   def init(rng, batch):
     tokens = batch_tokens(batch, info)
     params = jax.jit(model.init)(rng, tokens[:1, :-1])['params']
@@ -102,7 +104,7 @@ def build(config, info):
 
   def train_step(state, batch, rng):
     tokens = batch_tokens(batch, info)
-    loss_fn = lambda p: per_token_nll(p, tokens, rng, train=True).mean()
+    loss_fn = lambda p: token_nll(model, p, tokens, num_outputs, rng, train=True).mean()
     loss, grads = jax.value_and_grad(loss_fn)(state.params)
     grads = jax.lax.pmean(grads, DATA_AXIS)
     loss = jax.lax.pmean(loss, DATA_AXIS)
@@ -115,7 +117,7 @@ def build(config, info):
   def eval_step(state, batch):
     tokens = batch_tokens(batch, info)
     mask = batch['mask'].astype(jnp.float32)
-    nll_BxT = per_token_nll(state.params, tokens)
+    nll_BxT = token_nll(model, state.params, tokens, num_outputs)
     return dict(nll=(nll_BxT.sum(-1) * mask).sum(),
                 dims=mask.sum() * nll_BxT.shape[1],
                 examples=mask.sum())
