@@ -28,17 +28,17 @@ FLAGS = flags.FLAGS
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  # pylint: disable=g-import-not-at-top
+  from genjax import run
+  from genjax.errors import GenjaxError
+  run.xla_flags(FLAGS.config)  # before JAX starts its backends
+  import jax
   if FLAGS.distributed:
-    import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
   logging.set_verbosity(logging.WARNING)
-  # pylint: disable=g-import-not-at-top
-  from genjax import checkpoint, run
-  from genjax.data import DatasetError
   try:
     run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
-  except (DatasetError, checkpoint.CheckpointMismatchError, FileNotFoundError,
-          FloatingPointError) as e:
+  except GenjaxError as e:
     sys.exit(f'genjax: {e}')  # one actionable sentence, no traceback
 
 

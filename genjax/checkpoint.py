@@ -1,8 +1,9 @@
 """Checkpoints with orbax's CheckpointManager, plus the config they belong to.
 
 The config is written to `workdir/config.json` on the first run; a later run
-in the same workdir whose model, family or data differ is refused with a
-message, rather than failing deep inside a restore.
+in the same workdir whose family, dataset or any of the family's
+`state_fields` differ is refused with a message, rather than failing deep
+inside a restore.
 """
 import json
 import os
@@ -10,29 +11,33 @@ import os
 import jax
 import orbax.checkpoint as ocp
 
-# Fields that fix parameter shapes or the meaning of the state.
-_MUST_MATCH = ('family', 'model', 'data.name', 'data.seq_len')
-# Model fields that may change between runs (e.g. sampling without dropout).
-_FREE_MODEL_FIELDS = ('dropout', 'dtype')
+from genjax.errors import GenjaxError
+
+# Every family's state depends on these; the family adds its own `state_fields`.
+_MUST_MATCH = ('family', 'data.name')
+# Fields inside those that may change between runs (e.g. sampling without dropout).
+_FREE_FIELDS = ('dropout', 'dtype')
 # Fields a resumed run needs unchanged to equal an uninterrupted one.
 _SHOULD_MATCH = ('seed', 'data.batch_size', 'train.num_steps', 'optim')
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(GenjaxError, RuntimeError):
   pass
 
 
 def _lookup(cfg_dict, dotted):
   for key in dotted.split('.'):
     cfg_dict = cfg_dict.get(key) if isinstance(cfg_dict, dict) else None
-  if dotted == 'model' and isinstance(cfg_dict, dict):
-    cfg_dict = {k: v for k, v in cfg_dict.items() if k not in _FREE_MODEL_FIELDS}
+  if isinstance(cfg_dict, dict):
+    cfg_dict = {k: v for k, v in cfg_dict.items() if k not in _FREE_FIELDS}
   return cfg_dict
 
 
 class Checkpointer:
+  """`state_fields`: the family's config fields that fix its state (Family.state_fields)."""
 
-  def __init__(self, workdir, config):
+  def __init__(self, workdir, config, state_fields=()):
+    self.must_match = _MUST_MATCH + tuple(state_fields)
     self.workdir = os.path.abspath(workdir)
     self.config = config
     self.every = config.train.checkpoint_every
@@ -47,7 +52,7 @@ class Checkpointer:
     if os.path.exists(path) and self._manager.latest_step() is not None:
       with open(path) as f:
         old = json.load(f)
-      diffs = [k for k in _MUST_MATCH if _lookup(old, k) != _lookup(new, k)]
+      diffs = [k for k in self.must_match if _lookup(old, k) != _lookup(new, k)]
       if diffs:
         raise CheckpointMismatchError(
             f'the checkpoints in {self.workdir} were written by a config whose '

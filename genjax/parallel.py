@@ -8,7 +8,7 @@ import functools
 import jax
 import numpy as np
 
-DATA_AXIS = 'data'
+from genjax.families.base import DATA_AXIS
 
 
 def pmap_train_step(step_fn, devices=None):
@@ -27,11 +27,16 @@ def pmap_train_step(step_fn, devices=None):
 
 
 def pmap_eval_step(eval_fn, devices=None):
-  """(state, batch) -> sums over all devices (identical on each)."""
-  def per_device(state, batch):
-    return jax.lax.psum(eval_fn(state, batch), DATA_AXIS)
+  """(state, batch, rng) -> sums over all devices (identical on each).
 
-  return jax.pmap(per_device, axis_name=DATA_AXIS, devices=devices)
+  As in training, `rng` is one key shared by all devices, each of which folds
+  in its index.
+  """
+  def per_device(state, batch, rng):
+    rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
+    return jax.lax.psum(eval_fn(state, batch, rng), DATA_AXIS)
+
+  return jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=devices)
 
 
 def replicate(tree, num_devices=None):

@@ -1,35 +1,69 @@
-"""What launch.py's modes do, importable from notebooks."""
+"""What launch.py's modes do, importable from notebooks.
+
+`main` builds the dataset and the family and hands both to the trainer. A
+notebook can pass `build_family`, any `(config, info) -> Family`, to train a
+family it defines without registering it.
+"""
 import json
+import os
 
 import jax
 
-from genjax import parallel, train, writers
+from genjax import families, parallel, train, writers
+from genjax.data import Dataset
+from genjax.errors import ConfigError, MissingCheckpointError
+
+DETERMINISTIC_FLAG = '--xla_gpu_deterministic_ops=true'
 
 
-def main(config, workdir, mode='train', split=None):
+def xla_flags(config, environ=os.environ):
+  """Adds the XLA flags the config asks for to `environ`; call before jax starts.
+
+  `config.deterministic` makes GPU reductions and scatter-adds deterministic,
+  so that a resumed run equals an uninterrupted one there too (the CPU is
+  deterministic already).
+  """
+  if config.get('deterministic', False) and DETERMINISTIC_FLAG not in environ.get('XLA_FLAGS', ''):
+    environ['XLA_FLAGS'] = (environ.get('XLA_FLAGS', '') + ' ' + DETERMINISTIC_FLAG).strip()
+
+
+def _check_backend(config):
+  if (config.get('deterministic', False) and jax.default_backend() == 'gpu'
+      and DETERMINISTIC_FLAG not in os.environ.get('XLA_FLAGS', '')):
+    raise ConfigError(f'deterministic=True needs XLA_FLAGS={DETERMINISTIC_FLAG} before JAX starts '
+                      '(launch.py sets it; in a notebook, call genjax.run.xla_flags(config) before '
+                      'the first JAX computation)')
+
+
+def experiment(config, workdir, build_family=None):
+  _check_backend(config)
+  data = Dataset(config.data, seed=config.seed)
+  family = (build_family or families.build)(config, data.info)
+  return train.Experiment(config, workdir, data, family)
+
+
+def main(config, workdir, mode='train', split=None, build_family=None):
+  ex = experiment(config, workdir, build_family)
   if mode == 'train':
-    print(f'genjax: {config.family} on {config.data.name}, {jax.device_count()} device(s) '
+    print(f'genjax: {ex.family.name} on {config.data.name}, {jax.device_count()} device(s) '
           f'({jax.default_backend()}); workdir {workdir}', flush=True)
-    ex = train.Experiment(config, workdir)
-    metrics = train.train_and_evaluate(config, workdir, ex)
+    metrics = train.train_and_evaluate(ex)
     if 'stopped_by' in metrics:
       return metrics
-    print('final eval:', json.dumps(metrics), flush=True)
-    if config.sample.num_samples > 0:
-      _print_samples(ex, ex.state)
+    print('final:', json.dumps(metrics), flush=True)
+    _print_samples(ex, ex.state)
     print(f'results in {workdir}: metrics.jsonl, tb/, samples/, checkpoints/', flush=True)
     return metrics
-  ex = train.Experiment(config, workdir)
   if ex.checkpointer.latest_step is None:
-    raise FileNotFoundError(f'no checkpoint in {workdir}; train first with --mode=train')
+    raise MissingCheckpointError(f'no checkpoint in {workdir}; train first with --mode=train')
   if mode == 'eval':
-    rstate = parallel.replicate(ex.state)
-    metrics = ex.evaluate(rstate, split=split)
-    print(f'eval on {split or config.data.eval_split} at step {ex.step}:', json.dumps(metrics))
+    split = split or config.data.eval_split
+    metrics = ex.evaluate(parallel.replicate(ex.state), split=split)
+    print(f'eval on {split} at step {ex.step}:', json.dumps(metrics))
     return metrics
   if mode == 'sample':
     return _print_samples(ex, ex.state)
-  raise ValueError(f'unknown mode {mode!r}')
+  raise ConfigError(f"unknown mode {mode!r}; use 'train', 'eval' or 'sample'")
 
 
 def _print_samples(ex, state):
@@ -38,9 +72,11 @@ def _print_samples(ex, state):
   if ex.last_samples is not None:  # training just wrote this step's samples
     samples, path = ex.last_samples
   else:
+    if ex.config.sample.num_samples <= 0:
+      return None
     samples, path = ex.sample(state, ex.step, tag=f'sample_step_{ex.step:07d}')
-  if ex.data.info.modality == 'text':
-    for i, text in enumerate(writers.decode_text(samples[:2])):
+  if 'tokens' in samples:
+    for i, text in enumerate(writers.decode_text(samples['tokens'][:2])):
       print(f'----- sample {i} -----\n{text}')
   print(f'samples written to {path}', flush=True)
   return samples

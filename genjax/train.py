@@ -12,73 +12,101 @@ from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
-from genjax import checkpoint, families, parallel, writers
-from genjax.data import Dataset
+from genjax import checkpoint, evals, parallel, writers
+from genjax.errors import DivergedError
 
 # Distinct streams derived from the one base key.
-_INIT, _TRAIN, _SAMPLE = 0, 1, 2
+_STREAMS = {'init': 0, 'train': 1, 'sample': 2, 'eval': 3}
 
 
-def summarize(sums):
-  """Eval sums -> means per example, plus nll_per_dim / bpd when possible."""
+def summarize(sums, likelihood):
+  """Eval sums -> means per example; with a likelihood, nll_per_dim and bpd too."""
   sums = {k: float(v) for k, v in sums.items()}
   n = max(sums.pop('examples'), 1.0)
   dims = sums.pop('dims', None)
   out = {k: v / n for k, v in sums.items()}
-  if dims and 'nll' in sums:
+  if likelihood != 'none' and dims and 'nll' in sums:
     out['nll_per_dim'] = sums['nll'] / dims
     out['bpd'] = out['nll_per_dim'] / math.log(2)
+  out['likelihood'] = likelihood
   return out
 
 
 class Experiment:
-  """Dataset, family, compiled steps and checkpoints for one config + workdir."""
+  """Dataset, family, compiled steps, evaluators and checkpoints for one config + workdir.
 
-  def __init__(self, config, workdir):
+  `genjax.run` builds the dataset and the family and hands both in, so a
+  family defined in a notebook trains without being registered.
+  """
+
+  def __init__(self, config, workdir, data, family):
     self.config, self.workdir = config, workdir
-    self.data = Dataset(config.data, seed=config.seed)
-    self.family = families.build(config, self.data.info)
+    self.data, self.family = data, family
     self.key = jax.random.PRNGKey(config.seed)
     self.num_devices = jax.local_device_count()
     first = self.data.train_batch(0)
     per_device = jax.tree_util.tree_map(lambda x: x[:x.shape[0] // self.num_devices], first)
-    state = self.family.init(jax.random.fold_in(self.key, _INIT), per_device)
+    state = self.family.init(self.stream('init'), per_device)
     if jax.process_count() > 1:  # data-dependent init saw this host's batch only
       state = multihost_utils.broadcast_one_to_all(state)
-    self.checkpointer = checkpoint.Checkpointer(workdir, config)
+    self.checkpointer = checkpoint.Checkpointer(workdir, config, family.state_fields)
     self.state = self.checkpointer.restore_or(state)  # host copy
     self.p_train = parallel.pmap_train_step(self.family.train_step)
     self.p_eval = parallel.pmap_eval_step(self.family.eval_step)
-    self.last_samples = None  # (samples, path) of the last ex.sample during training
+    self.evaluators = evals.build(config, self)
+    self.last_samples = None  # (samples, path) of the last ex.sample
 
   @property
   def step(self):
     return int(jax.device_get(self.state.step))
 
+  def stream(self, name, *indices):
+    """A key that is a pure function of the seed, the stream's name and `indices`."""
+    key = jax.random.fold_in(self.key, _STREAMS[name])
+    for i in indices:
+      key = jax.random.fold_in(key, i)
+    return key
+
   def evaluate(self, rstate, split=None, max_batches=-1):
+    """Summed eval_step over a split; batch b's key is stream('eval', host, b)."""
     total = None
-    for batch in self.data.eval_batches(split, max_batches):
-      sums = self.p_eval(rstate, parallel.shard(batch))
+    for b, batch in enumerate(self.data.eval_batches(split, max_batches)):
+      rng = self.stream('eval', jax.process_index(), b)
+      sums = self.p_eval(rstate, parallel.shard(batch), rng)
       total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
-    return summarize(parallel.unreplicate(total))
+    return summarize(parallel.unreplicate(total), self.family.likelihood)
 
   def sample(self, state, step, num_samples=None, tag=None):
     num = num_samples or self.config.sample.num_samples
-    rng = jax.random.fold_in(jax.random.fold_in(self.key, _SAMPLE), step)
-    samples = self.family.sample(state, rng, num)
+    samples = self.family.sample(state, self.stream('sample', step), num)
     name = tag or f'step_{step:07d}'
-    path = writers.write_samples(os.path.join(self.workdir, 'samples'), name, samples, self.data.info)
+    data = None
+    if self.data.info.modality == 'points':  # drawn beneath the samples
+      batch = next(self.data.eval_batches(max_batches=1))
+      data = batch['x'][batch['mask']]
+    path = writers.write_samples(os.path.join(self.workdir, 'samples'), name, samples,
+                                 self.data.info, data)
     return samples, path
 
 
-def train_and_evaluate(config, workdir, ex=None):
-  """Trains (resuming from the latest checkpoint in workdir); returns final eval metrics.
+def _check_finite(mean, family, step, checkpointer):
+  bad = {k: mean[k] for k in family.finite if k in mean and not np.isfinite(mean[k])}
+  if bad:
+    last = checkpointer.latest_step
+    raise DivergedError(
+        f'{", ".join(f"{k} is {v}" for k, v in bad.items())} at step {step}; {family.advice} '
+        f'({"no checkpoint was saved" if last is None else f"the last good checkpoint is step {last}"})')
+
+
+def train_and_evaluate(ex):
+  """Trains (resuming from the latest checkpoint in ex.workdir); returns the
+  final metrics of each evaluator, {evaluator name: metrics}.
 
   On SIGTERM it saves a checkpoint and returns {'stopped_by': 'SIGTERM', 'step': s}.
-  Afterwards `ex` (an Experiment, made here if not given) holds the final host
-  state in `ex.state` and the last samples written in `ex.last_samples`.
+  Afterwards `ex.state` holds the final host state and `ex.last_samples` the
+  last samples written.
   """
-  ex = ex or Experiment(config, workdir)
+  config, workdir = ex.config, ex.workdir
   tc = config.train
   start = ex.step
   writer = writers.MetricWriter(workdir)
@@ -88,7 +116,7 @@ def train_and_evaluate(config, workdir, ex=None):
   ex.state = None  # the replicated copy is the live one; its buffers get donated
   stop = _StopOnSignal()  # before the data thread starts
   batches = ex.data.train_iter(start)
-  train_key = jax.random.fold_in(ex.key, _TRAIN)
+  headline = ex.family.headline
   pending, final, done = [], {}, start
   t0 = time.time()
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc='train', dynamic_ncols=True,
@@ -101,7 +129,7 @@ def train_and_evaluate(config, workdir, ex=None):
               'resumes', flush=True)
         break
       batch = parallel.shard(next(batches))
-      rstate, metrics = ex.p_train(rstate, batch, jax.random.fold_in(train_key, step))
+      rstate, metrics = ex.p_train(rstate, batch, ex.stream('train', step))
       host_state = functools.lru_cache(maxsize=1)(lambda: parallel.unreplicate(rstate))
       pending.append(metrics)
       done = step + 1
@@ -112,23 +140,20 @@ def train_and_evaluate(config, workdir, ex=None):
         logged = jax.device_get(pending)
         mean = {k: float(np.mean([m[k][0] for m in logged])) for k in logged[0]}
         pending = []
-        if not np.isfinite(mean['loss']):
-          last = ex.checkpointer.latest_step
-          raise FloatingPointError(
-              f'training loss is {mean["loss"]} at step {done}; lower optim.lr or raise '
-              f'optim.warmup_steps ({"no checkpoint was saved" if last is None else f"the last good checkpoint is step {last}"})')
+        _check_finite(mean, ex.family, done, ex.checkpointer)
         mean['elapsed_s'] = time.time() - t0
         writer.write(done, 'train', mean)
-        bar.set_postfix(loss=f'{mean["loss"]:.4f}')
-      if (tc.eval_every > 0 and done % tc.eval_every == 0) or is_last:
-        metrics = ex.evaluate(rstate, max_batches=-1 if is_last else tc.eval_batches)
-        metrics['elapsed_s'] = time.time() - t0
-        writer.write(done, 'eval', metrics)
-        bar.write(f'step {done}: eval ' + ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
-        if jax.process_index() == 0 and config.sample.num_samples > 0:
-          ex.last_samples = ex.sample(host_state(), done)
-          bar.write(f'step {done}: samples in {ex.last_samples[1]}')
-        final = metrics
+        bar.set_postfix({headline: f'{mean[headline]:.4f}'})
+      for evaluator in ex.evaluators:
+        if evals.due(evaluator.cfg, done, is_last):
+          metrics = evaluator.run(done, rstate, host_state, is_last)
+          if metrics:
+            metrics['elapsed_s'] = time.time() - t0
+            writer.write(done, evaluator.name, metrics)
+            bar.write(f'step {done}: {evaluator.name} ' + _format(metrics))
+          final[evaluator.name] = metrics
+      if is_last and ex.last_samples is not None:
+        bar.write(f'step {done}: samples in {ex.last_samples[1]}')
       ex.checkpointer.maybe_save(done, host_state, force=is_last)
   except KeyboardInterrupt:
     # Keep the work done so far: the same command resumes from here.
@@ -145,10 +170,16 @@ def train_and_evaluate(config, workdir, ex=None):
   ex.state = parallel.unreplicate(rstate)
   if stop.requested:
     return {'stopped_by': stop.requested, 'step': done}
-  if not final:  # the workdir already held a finished run: report it
+  if not final:  # the workdir already held a finished run: evaluate it
     print(f'{workdir} already holds a run of {start} steps; evaluating it', flush=True)
-    final = ex.evaluate(rstate)
+    host_state = functools.lru_cache(maxsize=1)(lambda: ex.state)
+    final = {e.name: e.run(done, rstate, host_state, True) for e in ex.evaluators}
   return final
+
+
+def _format(metrics):
+  return ', '.join(f'{k}={v}' if isinstance(v, str) else f'{k}={v:.4f}'
+                   for k, v in metrics.items() if k != 'elapsed_s')
 
 
 class _StopOnSignal:

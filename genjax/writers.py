@@ -10,7 +10,9 @@ from PIL import Image
 
 class MetricWriter:
   """Appends `{"step": s, "split": ..., **metrics}` to workdir/metrics.jsonl and
-  writes the same scalars as TensorBoard events under workdir/tb (process 0 only)."""
+  writes the numeric ones as TensorBoard scalars under workdir/tb (process 0 only).
+  `split` is 'train' or the evaluator's name; strings (such as the likelihood
+  label) go to the JSON line only."""
 
   def __init__(self, workdir):
     self.active = jax.process_index() == 0
@@ -23,11 +25,12 @@ class MetricWriter:
   def write(self, step, split, metrics):
     if not self.active:
       return
-    scalars = {k: float(v) for k, v in metrics.items()}
-    self._jsonl.write(json.dumps({'step': int(step), 'split': split, 'time': time.time(), **scalars}) + '\n')
+    record = {k: v if isinstance(v, str) else float(v) for k, v in metrics.items()}
+    self._jsonl.write(json.dumps({'step': int(step), 'split': split, 'time': time.time(), **record}) + '\n')
     self._jsonl.flush()
-    for k, v in scalars.items():
-      self._tb.add_scalar(f'{split}/{k}', v, int(step))
+    for k, v in record.items():
+      if not isinstance(v, str):
+        self._tb.add_scalar(f'{split}/{k}', v, int(step))
     self._tb.flush()
 
   def close(self):
@@ -36,37 +39,95 @@ class MetricWriter:
       self._tb.close()
 
 
-def image_grid(images_NxHxWxC, num_levels, cols=None, scale=4):
-  """uint8 (rows*H*scale, cols*W*scale, C) grid of images with values 0..num_levels-1."""
-  x = np.asarray(images_NxHxWxC, np.float32) * (255.0 / (num_levels - 1))
+def to_unit(images, value_range):
+  """Images in [lo, hi] -> float32 in [0, 1]; anything outside is an error."""
+  lo, hi = value_range
+  x = np.asarray(images, np.float32)
+  if not np.all(np.isfinite(x)):
+    raise ValueError('images hold NaN or Inf values')
+  tol = 1e-3 * (hi - lo)
+  if x.min() < lo - tol or x.max() > hi + tol:
+    raise ValueError(f'images span [{x.min():.3g}, {x.max():.3g}], outside their stated range '
+                     f'[{lo}, {hi}]; map them into it (e.g. clip) first')
+  return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+def image_grid(images_NxHxWxC, value_range, cols=None, scale=4, rows_of=None):
+  """uint8 grid of images with values in `value_range` = (lo, hi).
+
+  `rows_of` (N,) puts images with the same value (a class label) on one row,
+  in ascending order of the value; otherwise the grid is filled row by row.
+  """
+  x = to_unit(images_NxHxWxC, value_range) * 255.0
   N, H, W, C = x.shape
-  cols = cols or int(np.ceil(np.sqrt(N)))
-  rows = -(-N // cols)
+  if rows_of is not None:
+    rows_of = np.asarray(rows_of)
+    groups = [np.flatnonzero(rows_of == v) for v in np.unique(rows_of)]
+    cols = max(len(g) for g in groups)
+    cells = [(r, c, i) for r, g in enumerate(groups) for c, i in enumerate(g)]
+    rows = len(groups)
+  else:
+    cols = cols or int(np.ceil(np.sqrt(N)))
+    rows = -(-N // cols)
+    cells = [divmod(i, cols) + (i,) for i in range(N)]
   grid = np.zeros((rows * (H + 1) + 1, cols * (W + 1) + 1, C), np.float32) + 64
-  for i in range(N):
-    r, c = divmod(i, cols)
+  for r, c, i in cells:
     grid[1 + r * (H + 1):1 + r * (H + 1) + H, 1 + c * (W + 1):1 + c * (W + 1) + W] = x[i]
   grid = np.repeat(np.repeat(grid, scale, 0), scale, 1)
   return np.clip(grid, 0, 255).astype(np.uint8)
+
+
+def save_image_grid(path, images, value_range, **kwargs):
+  grid = image_grid(images, value_range, **kwargs)
+  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+  return path
+
+
+def scatter(path, points_Nx2, data_Mx2=None, centers_Kx2=None, title=None):
+  """A PNG of 2-D samples over the data, with the mixture's mode centers if known."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+  if data_Mx2 is not None:
+    ax.scatter(*np.asarray(data_Mx2).T, s=2, c='0.75', label='data', rasterized=True)
+  ax.scatter(*np.asarray(points_Nx2).T, s=2, c='tab:blue', label='samples', rasterized=True)
+  if centers_Kx2 is not None:
+    ax.scatter(*np.asarray(centers_Kx2).T, s=40, marker='x', c='tab:red', label='modes')
+  ax.set_aspect('equal')
+  ax.legend(loc='upper right', markerscale=3, fontsize=8)
+  if title:
+    ax.set_title(title)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path
 
 
 def decode_text(tokens_NxT):
   return [bytes(np.asarray(t, np.uint8).tolist()).decode('utf-8', errors='replace') for t in tokens_NxT]
 
 
-def write_samples(directory, name, samples, info):
-  """Writes samples as `name.png` (images) or `name.txt` (text); returns the path."""
+def write_samples(directory, name, samples, info, data=None):
+  """Writes a family's samples (a batch-like dict, see families.base) and returns the path.
+
+  Images become a PNG grid (one row per class when the samples carry labels),
+  text a .txt file, points a scatter PNG over `data` (points of the dataset)
+  with the mode centers from the dataset's metadata, plus the raw .npy.
+  """
   os.makedirs(directory, exist_ok=True)
-  if info.modality == 'image':
+  if 'image' in samples:
     path = os.path.join(directory, name + '.png')
-    grid = image_grid(samples, info.num_levels)
-    Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
-  elif info.modality == 'text':
+    return save_image_grid(path, samples['image'], info.value_range, rows_of=samples.get('label'))
+  if 'tokens' in samples:
     path = os.path.join(directory, name + '.txt')
     with open(path, 'w') as f:
-      for i, text in enumerate(decode_text(samples)):
+      for i, text in enumerate(decode_text(samples['tokens'])):
         f.write(f'===== sample {i} =====\n{text}\n')
-  else:
-    path = os.path.join(directory, name + '.npy')
-    np.save(path, np.asarray(samples))
-  return path
+    return path
+  if 'x' in samples:
+    np.save(os.path.join(directory, name + '.npy'), np.asarray(samples['x']))
+    centers = (info.metadata or {}).get('centers')
+    return scatter(os.path.join(directory, name + '.png'), samples['x'], data,
+                   None if centers is None else np.asarray(centers), title=f'{info.name}: {name}')
+  raise ValueError(f"samples must hold 'image', 'tokens' or 'x'; got keys {sorted(samples)}")

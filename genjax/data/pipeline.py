@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from genjax.data import builders  # noqa: F401  (registers the offline builders)
+from genjax.errors import GenjaxError
 
 # Builders defined in genjax; they prepare offline, so they are prepared on first use.
 OFFLINE = ('toy2d', 'digits', 'pysrc')
@@ -47,7 +48,7 @@ class DatasetInfo:
     return (0, self.num_levels - 1) if self.modality == 'image' else None
 
 
-class DatasetError(RuntimeError):
+class DatasetError(GenjaxError, RuntimeError):
   """A dataset that cannot be found or read, with what to do about it."""
 
 

@@ -2,6 +2,8 @@
 (see `genjax.families.base` for the contract the trainer relies on)."""
 import importlib
 
+from genjax.errors import ConfigError
+
 REGISTRY = {
     'autoregressive': 'genjax.families.autoregressive',
 }
@@ -9,5 +11,5 @@ REGISTRY = {
 
 def build(config, info):
   if config.family not in REGISTRY:
-    raise ValueError(f'unknown family {config.family!r}; known: {sorted(REGISTRY)}')
+    raise ConfigError(f'unknown family {config.family!r}; known: {sorted(REGISTRY)}')
   return importlib.import_module(REGISTRY[config.family]).build(config, info)

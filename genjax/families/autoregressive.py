@@ -17,7 +17,6 @@ import optax
 from genjax import optim, sampling
 from genjax.families import base
 from genjax.nn.transformer import Transformer
-from genjax.parallel import DATA_AXIS
 
 
 def token_spec(info):
@@ -105,16 +104,12 @@ def build(config, info):
   def train_step(state, batch, rng):
     tokens = batch_tokens(batch, info)
     loss_fn = lambda p: token_nll(model, p, tokens, num_outputs, rng, train=True).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    grads = jax.lax.pmean(grads, DATA_AXIS)
-    loss = jax.lax.pmean(loss, DATA_AXIS)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = dict(loss=loss, lr=schedule(state.step), grad_norm=optax.global_norm(grads),
-                   param_norm=optax.global_norm(params), update_norm=optax.global_norm(updates))
+    params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
+    metrics['lr'] = schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  def eval_step(state, batch):
+  def eval_step(state, batch, rng):
+    del rng  # the likelihood is exact: nothing is drawn
     tokens = batch_tokens(batch, info)
     mask = batch['mask'].astype(jnp.float32)
     nll_BxT = token_nll(model, state.params, tokens, num_outputs)
@@ -131,15 +126,16 @@ def build(config, info):
     if info.modality == 'image':
       prompt = jnp.full((num_samples, 1), info.num_levels, jnp.int32)
       pixels = decode_fn(state.params, prompt, model.max_len, rng)
-      return np.asarray(pixels).reshape((num_samples,) + tuple(info.shape))
+      return {'image': np.asarray(pixels).reshape((num_samples,) + tuple(info.shape))}
     prompt = np.frombuffer(sample_cfg.prompt.encode('utf-8'), np.uint8).astype(np.int32)
     if not 0 < len(prompt) < model.max_len:
       raise ValueError(f'sample.prompt must be 1..{model.max_len - 1} bytes, got {len(prompt)}')
-    return generate_text(decode_fn, state.params, prompt, num_samples, sample_cfg.length,
-                         model.max_len, rng)
+    return {'tokens': generate_text(decode_fn, state.params, prompt, num_samples,
+                                    sample_cfg.length, model.max_len, rng)}
 
   return base.Family(name='autoregressive', init=init, train_step=train_step,
-                     eval_step=eval_step, sample=sample, likelihood='exact')
+                     eval_step=eval_step, sample=sample, likelihood='exact',
+                     state_fields=('model', 'data.seq_len'))
 
 
 def generate_text(decode_fn, params, prompt_P, num_samples, length, max_len, rng):

@@ -3,7 +3,7 @@
 A family is a module with `build(config, info) -> Family`. `info` is the
 `genjax.data.DatasetInfo` of the experiment's dataset; `config` the whole
 experiment ConfigDict. The returned `Family` holds pure functions; the trainer
-calls them without knowing which family it runs:
+and the evaluators (`genjax.evals`) call them without knowing which family it is:
 
   init(rng, batch) -> state
       Host-side, on one device's share of the first training batch (so data
@@ -14,36 +14,50 @@ calls them without knowing which family it runs:
       checkpointed.
 
   train_step(state, batch, rng) -> (state, metrics)
-      Per-device and pure. Runs inside `jax.pmap` with axis name 'data'
-      (`genjax.parallel.DATA_AXIS`): the family averages gradients with
-      `lax.pmean(grads, DATA_AXIS)`. `rng` is already distinct per device and
-      per step. `metrics` is a flat dict of scalars, identical on all devices
-      (pmean them). A GAN alternates its generator and discriminator updates
-      inside this one call.
+      Per-device and pure. Runs inside `jax.pmap` with axis name `DATA_AXIS`.
+      `update` below does the gradient, the cross-device mean, the optimizer
+      and the norms; a family calls it once per network it trains. `rng` is
+      already distinct per device and per step. `metrics` is a flat dict of
+      scalars, identical on all devices. A GAN runs its discriminator and
+      generator updates inside this one call.
 
-  eval_step(state, batch) -> sums
+  eval_step(state, batch, rng) -> sums
       Per-device and pure. `batch['mask']` (B,) marks real examples (the last
-      eval batch is padded). Returns a flat dict of sums over the real
-      examples, with 'examples' (their count). The trainer adds the sums over
-      devices and batches and reports each as a mean per example; when 'nll'
-      (total nats) and 'dims' (total dimensions) are both present it also
-      reports `nll_per_dim` and `bpd` (bits per dimension).
+      eval batch is padded). `rng` is a pure function of the seed, the batch
+      index and the device, so an evaluation that draws noise (an IWAE bound,
+      a diffusion bound, dequantisation) is still deterministic. Returns a flat
+      dict of sums over the real examples, with 'examples' (their count). The
+      evaluator adds the sums over devices and batches and reports each as a
+      mean per example; with 'nll' (total nats) and 'dims' (total dimensions)
+      it also reports `nll_per_dim` and `bpd`, labelled with `likelihood`.
 
   sample(state, rng, num_samples) -> samples
-      Host-side callable (it may jit internally) returning numpy-compatible
-      samples in data space: images as (N, H, W, C) in the dataset's
-      integer value range, tokens as (N, T) int32, points as (N, D).
+      Host-side callable (it may jit internally). Samples look like a batch of
+      the dataset: {'image': (N, H, W, C) in `info.value_range`} (integers or
+      floats; a conditional model adds 'label' (N,)), {'tokens': (N, T)} or
+      {'x': (N, D)}.
 
   likelihood: 'exact' (AR model, flow), 'bound' (VAE, diffusion) or 'none'
-      (GAN): says what the eval 'nll' means.
+      (GAN): what the eval 'nll' means; every eval record carries it.
+  headline: the train metric shown in the progress bar.
+  finite: the train metrics that must stay finite; the trainer stops the run,
+      before any checkpoint, when one does not.
+  state_fields: the config fields (dotted paths) that fix the state's shapes
+      or meaning; a checkpoint written under other values is refused.
+  tools: named host-side callables beyond `sample` that evaluators and
+      notebooks may use (a flow's `log_prob`, a VAE's `reconstruct`, ...).
 """
 import dataclasses
 from typing import Any, Callable
 
 import flax
+import jax
 import jax.numpy as jnp
+import optax
 
 LIKELIHOODS = ('exact', 'bound', 'none')
+# The name of the device axis inside pmapped steps; genjax.parallel maps over it.
+DATA_AXIS = 'data'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +68,17 @@ class Family:
   eval_step: Callable[..., Any]
   sample: Callable[..., Any]
   likelihood: str
+  headline: str = 'loss'
+  finite: tuple = ('loss',)
+  state_fields: tuple = ('model',)
+  advice: str = 'lower optim.lr or raise optim.warmup_steps'  # when a metric diverges
+  tools: dict = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if self.likelihood not in LIKELIHOODS:
       raise ValueError(f'likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}')
+    if self.headline not in self.finite:
+      raise ValueError(f'the headline metric {self.headline!r} must be among finite={self.finite}')
 
 
 @flax.struct.dataclass
@@ -66,3 +87,34 @@ class TrainState:
   step: jnp.ndarray
   params: Any
   opt_state: Any
+
+
+def pmean(tree):
+  """Mean over devices: for metrics, and for non-parameter state such as
+  BatchNorm statistics, so that every device holds the same copy."""
+  return jax.lax.pmean(tree, DATA_AXIS)
+
+
+def update(loss_fn, params, opt_state, tx, *, has_aux=False, prefix=''):
+  """One optimizer step on the gradient averaged over devices.
+
+  `loss_fn(params)` returns the loss, or `(loss, aux)` with `has_aux`; aux is
+  averaged over devices too, so new BatchNorm statistics returned there come
+  back identical on every device. Returns `(params, opt_state, metrics, aux)`
+  with metrics `{prefix}loss`, `{prefix}grad_norm`, `{prefix}param_norm` and
+  `{prefix}update_norm`.
+  """
+  out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
+  loss, aux = out if has_aux else (out, None)
+  grads, loss, aux = pmean((grads, loss, aux))
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  metrics = {f'{prefix}loss': loss, f'{prefix}grad_norm': optax.global_norm(grads),
+             f'{prefix}param_norm': optax.global_norm(params),
+             f'{prefix}update_norm': optax.global_norm(updates)}
+  return params, opt_state, metrics, aux
+
+
+def ema(average, params, decay):
+  """Exponential moving average of parameters (sampling and evaluation copies)."""
+  return jax.tree_util.tree_map(lambda a, p: decay * a + (1.0 - decay) * p, average, params)

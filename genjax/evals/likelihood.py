@@ -1,0 +1,17 @@
+"""Likelihood of a split: the family's eval sums, as means per example and
+bits/dim, labelled exact, bound or none (`Family.likelihood`).
+
+cfg: split; max_batches (periodic evaluations use an evenly spaced subset of
+that many batches, -1 = all; the final evaluation always uses the whole split).
+"""
+
+
+class Evaluator:
+
+  def __init__(self, name, cfg, ex):
+    self.name, self.cfg, self.ex = name, cfg, ex
+
+  def run(self, step, rstate, host_state, final):
+    del step, host_state
+    max_batches = -1 if final else self.cfg.get('max_batches', -1)
+    return self.ex.evaluate(rstate, self.cfg.split, max_batches)
