@@ -20,14 +20,18 @@ _STREAMS = {'init': 0, 'train': 1, 'sample': 2, 'eval': 3}
 
 
 def summarize(sums, likelihood):
-  """Eval sums -> means per example; with a likelihood, nll_per_dim and bpd too."""
+  """Eval sums -> means per example. With a likelihood and 'dims', 'nll' also
+  gives nll_per_dim and bpd, and any other 'nll<suffix>' (say nll_k1, a second
+  bound) gives bpd<suffix>."""
   sums = {k: float(v) for k, v in sums.items()}
   n = max(sums.pop('examples'), 1.0)
   dims = sums.pop('dims', None)
   out = {k: v / n for k, v in sums.items()}
-  if likelihood != 'none' and dims and 'nll' in sums:
-    out['nll_per_dim'] = sums['nll'] / dims
-    out['bpd'] = out['nll_per_dim'] / math.log(2)
+  if likelihood != 'none' and dims:
+    for k in [k for k in sums if k.startswith('nll')]:
+      if k == 'nll':
+        out['nll_per_dim'] = sums[k] / dims
+      out['bpd' + k[3:]] = sums[k] / dims / math.log(2)
   out['likelihood'] = likelihood
   return out
 
