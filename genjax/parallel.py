@@ -14,26 +14,20 @@ from genjax.families.base import DATA_AXIS
 def pmap_train_step(step_fn, devices=None):
   """(state, batch, rng) -> (state, metrics), replicated over `devices`.
 
-  `rng` is one key for the step, shared by all devices; each device folds in
-  its index so that dropout and noise differ across shards of the batch.
-  The incoming state buffers are donated.
+  `rng` is one key for the step, shared by all devices; the family derives
+  per-example or per-device keys from it (`families.base.example_keys`,
+  `device_key`). The incoming state buffers are donated.
   """
-  def per_device(state, batch, rng):
-    rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
-    return step_fn(state, batch, rng)
-
-  return jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(0, 0, None),
+  return jax.pmap(step_fn, axis_name=DATA_AXIS, in_axes=(0, 0, None),
                   donate_argnums=(0,), devices=devices)
 
 
 def pmap_eval_step(eval_fn, devices=None):
   """(state, batch, rng) -> sums over all devices (identical on each).
 
-  As in training, `rng` is one key shared by all devices, each of which folds
-  in its index.
+  As in training, `rng` is one key shared by all devices.
   """
   def per_device(state, batch, rng):
-    rng = jax.random.fold_in(rng, jax.lax.axis_index(DATA_AXIS))
     return jax.lax.psum(eval_fn(state, batch, rng), DATA_AXIS)
 
   return jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=devices)

@@ -103,7 +103,8 @@ def build(config, info):
 
   def train_step(state, batch, rng):
     tokens = batch_tokens(batch, info)
-    loss_fn = lambda p: token_nll(model, p, tokens, num_outputs, rng, train=True).mean()
+    loss_fn = lambda p: token_nll(model, p, tokens, num_outputs, base.device_key(rng),
+                                  train=True).mean()
     params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
     metrics['lr'] = schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -17,15 +17,19 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
       Per-device and pure. Runs inside `jax.pmap` with axis name `DATA_AXIS`.
       `update` below does the gradient, the cross-device mean, the optimizer
       and the norms; a family calls it once per network it trains. `rng` is
-      already distinct per device and per step. `metrics` is a flat dict of
-      scalars, identical on all devices. A GAN runs its discriminator and
-      generator updates inside this one call.
+      the step's key, the same on every device: draw per-example noise with
+      `example_keys(rng, B)` (each example's key depends on its index in the
+      global batch, so a step on 4 devices equals the step on 1), and take
+      `device_key(rng)` for what is drawn per device (Flax dropout).
+      `metrics` is a flat dict of scalars, identical on all devices. A GAN
+      runs its discriminator and generator updates inside this one call.
 
   eval_step(state, batch, rng) -> sums
       Per-device and pure. `batch['mask']` (B,) marks real examples (the last
-      eval batch is padded). `rng` is a pure function of the seed, the batch
-      index and the device, so an evaluation that draws noise (an IWAE bound,
-      a diffusion bound, dequantisation) is still deterministic. Returns a flat
+      eval batch is padded). `rng` is a pure function of the seed and the
+      batch index, the same on every device (use `example_keys` as in
+      training), so an evaluation that draws noise (an IWAE bound, a
+      diffusion bound, dequantisation) is still deterministic. Returns a flat
       dict of sums over the real examples, with 'examples' (their count). The
       evaluator adds the sums over devices and batches and reports each as a
       mean per example; with 'nll' (total nats) and 'dims' (total dimensions)
@@ -87,6 +91,27 @@ class TrainState:
   step: jnp.ndarray
   params: Any
   opt_state: Any
+
+
+def device_index():
+  """This device's index on DATA_AXIS; 0 outside a pmapped step (a test, a notebook)."""
+  try:
+    return jax.lax.axis_index(DATA_AXIS)
+  except NameError:  # no device axis bound
+    return 0
+
+
+def device_key(rng):
+  """A key distinct per device (for randomness drawn per device, like dropout)."""
+  return jax.random.fold_in(rng, device_index())
+
+
+def example_keys(rng, batch_size):
+  """(B,) keys, one per example of this device's batch, folded with the
+  example's index in the global batch: the draws do not depend on how the
+  batch is split over devices."""
+  first = device_index() * batch_size
+  return jax.vmap(lambda i: jax.random.fold_in(rng, i))(first + jnp.arange(batch_size))
 
 
 def pmean(tree):
