@@ -6,6 +6,7 @@ from genjax.errors import ConfigError
 
 REGISTRY = {
     'autoregressive': 'genjax.families.autoregressive',
+    'flow': 'genjax.families.flow',
 }
 
 
