@@ -34,6 +34,7 @@ class CausalSelfAttention(nn.Module):
   rotary: bool = True
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  causal: bool = True  # False: every position attends to all (a DiT over patches)
 
   @nn.compact
   def __call__(self, x_BxTxC, positions_BxT, cache=None, index=None, train=False):
@@ -58,6 +59,8 @@ class CausalSelfAttention(nn.Module):
       query_pos_T = index + jnp.arange(T)
 
     mask_TxS = key_pos_S[None, :] <= query_pos_T[:, None]
+    if not self.causal:
+      mask_TxS = jnp.ones_like(mask_TxS)
     scores = jnp.einsum('bthd,bshd->bhts', q, keys.astype(q.dtype)).astype(jnp.float32)
     scores = scores / jnp.sqrt(D).astype(jnp.float32)
     scores = jnp.where(mask_TxS, scores, jnp.finfo(jnp.float32).min)
@@ -74,13 +77,14 @@ class Block(nn.Module):
   rotary: bool = True
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  causal: bool = True
 
   @nn.compact
   def __call__(self, x_BxTxC, positions_BxT, cache=None, index=None, train=False):
     C = x_BxTxC.shape[-1]
     h = nn.LayerNorm(dtype=self.dtype, name='ln_attn')(x_BxTxC)
     h, new_cache = CausalSelfAttention(self.num_heads, self.rotary, self.dropout, self.dtype,
-                                       name='attn')(h, positions_BxT, cache, index, train)
+                                       self.causal, name='attn')(h, positions_BxT, cache, index, train)
     x_BxTxC = x_BxTxC + nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.LayerNorm(dtype=self.dtype, name='ln_mlp')(x_BxTxC)
     h = nn.Dense(self.mlp_ratio * C, dtype=self.dtype, name='fc')(h)

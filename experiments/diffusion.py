@@ -1,0 +1,147 @@
+"""Diffusion (DDPM / DDIM) on digits, toy2d and (with internet) mnist, cifar10.
+
+  python launch.py --config=experiments/diffusion.py:digits --workdir=/tmp/diff_digits
+      Class-conditional U-Net on 8x8 digits (17 grey levels), T=1000 linear
+      schedule, lattice head, trained on the bound. RESULTS_DIGITS
+  python launch.py --config=experiments/diffusion.py:grid25 --workdir=/tmp/diff_grid25
+      MLP denoiser on 25 Gaussians; mode coverage of 2,500 samples. RESULTS_GRID25
+  (ring8, moons, swissroll likewise.)
+  python launch.py --config=experiments/diffusion.py:mnist --workdir=/tmp/diff_mnist
+  python launch.py --config=experiments/diffusion.py:cifar10 --workdir=/tmp/diff_cifar10
+      Research scale (DDPM's U-Net, needs internet and an accelerator);
+      not run here.
+
+The bound. The eval 'nll' is the discrete-time variational bound over the T
+steps (prior KL at T + sum of KL terms + a discretised decoder at t=1), for
+the unconditional model; bpd_cond is the class-conditional one. What makes it
+tight here: (1) diffusion.loss='vlb' trains on the bound itself, VDM-style:
+t is drawn in proportion to its fall in log-SNR and each term weighted to be
+unbiased, which is eps-MSE with t uniform in log-SNR (low variance, no learned
+schedule needed); (2) model.target='lattice' predicts x0 as the mean of a
+per-pixel posterior over the grey levels whose logits include the exact
+Gaussian likelihood term, so the denoiser rounds to the levels by itself at
+low noise, where the bound's weights are largest. DDPM's simple loss
+(diffusion.loss='eps_mse', t uniform) with target 'eps', 'x0' or 'v' is
+available and gives a looser bound.
+
+Sampling: sample.sampler 'ddpm' (T network passes, times 2 with guidance) or
+'ddim' (sample.ddim_steps, sample.eta); sample.guidance is the classifier-free
+guidance scale (0 = unconditional, 1 = conditional, >1 guided). The `figures`
+evaluator writes DDPM vs DDIM (the network evaluations per sample are in the
+file name), inpainting, denoising and the reverse process under figures/.
+"""
+import ml_collections
+
+from experiments import common
+
+VARIANTS = ('digits', 'ring8', 'grid25', 'moons', 'swissroll', 'mnist', 'cifar10')
+TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')
+# What ',smoke' changes beyond experiments.common.SMOKE.
+SMOKE = {'model.channels': 8, 'model.num_res_blocks': 1, 'model.channel_mult': (1, 2),
+         'model.width': 32, 'model.num_layers': 1, 'model.num_heads': 2, 'model.num_steps': 20,
+         'diffusion.eval_t_samples': 2, 'sample.ddim_steps': 5, 'sample.figure_ddim_steps': (5,),
+         'data.batch_size': 16}
+
+
+def get_config(arg='digits'):
+  variant, smoke = common.parse(arg, VARIANTS, 'experiments/diffusion.py')
+  c = common.base('diffusion', 'digits', batch_size=128, num_steps=3000)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.net = 'unet'  # 'unet' | 'dit' | 'mlp'
+  c.model.schedule = 'linear'  # 'linear' | 'cosine'
+  c.model.num_steps = 1000  # T
+  c.model.target = 'lattice'  # 'eps' | 'x0' | 'v' | 'lattice' (images)
+  c.model.conditional = True  # class labels through an embedding added to the time embedding
+  # U-Net
+  c.model.channels = 64
+  c.model.channel_mult = (1, 2)
+  c.model.num_res_blocks = 1
+  c.model.attn_resolutions = (4,)
+  c.model.dropout = 0.1
+  # DiT (patch transformer) and MLP
+  c.model.patch = 2
+  c.model.width = 128
+  c.model.num_layers = 4
+  c.model.num_heads = 4
+  c.model.mlp_ratio = 4
+
+  c.diffusion = ml_collections.ConfigDict()
+  c.diffusion.loss = 'vlb'  # 'eps_mse' | 'vlb' | 'hybrid'
+  c.diffusion.hybrid_weight = 1e-3
+  c.diffusion.p_uncond = 0.2  # label dropout (classifier-free guidance)
+  c.diffusion.ema_decay = 0.995
+  c.diffusion.eval_t_samples = 16  # draws of t per example for the bound
+  c.diffusion.eval_conditional = True
+  c.diffusion.point_scale = 1.0  # points are divided by this
+
+  c.optim.lr = 2e-3
+  c.optim.warmup_steps = 100
+  c.optim.weight_decay = 0.0
+
+  c.train.log_every = 100
+  c.train.checkpoint_every = 500
+  common.likelihood_evals(c, every=1000)
+  c.evals.samples.num_samples = 100
+  c.evals.figures = ml_collections.ConfigDict(dict(kind='figures', every=0, num_examples=8))
+
+  c.sample.num_samples = 100
+  c.sample.sampler = 'ddpm'  # 'ddpm' | 'ddim'
+  c.sample.ddim_steps = 50
+  c.sample.figure_ddim_steps = (50, 10)
+  c.sample.eta = 0.0
+  c.sample.guidance = 2.0
+  c.sample.variance = 'small'  # DDPM: tilde beta_t ('small') or beta_t ('large')
+  c.sample.clip = True  # clip x0_hat to [-1, 1] (images)
+
+  if variant in TOY2D:
+    c.data.name = f'toy2d/{variant}'
+    c.data.batch_size = 256
+    c.data.eval_batch_size = 1000
+    c.data.eval_split = 'test'
+    c.model.net = 'mlp'
+    c.model.target = 'eps'
+    c.model.conditional = False
+    c.model.width = 256
+    c.model.num_layers = 3
+    c.model.dropout = 0.0
+    c.diffusion.loss = 'eps_mse'
+    c.diffusion.point_scale = {'ring8': 1.0, 'grid25': 2.8, 'moons': 1.0, 'swissroll': 1.5}[variant]
+    c.train.num_steps = 4000
+    c.evals = ml_collections.ConfigDict()
+    c.evals.test = ml_collections.ConfigDict(
+        dict(kind='likelihood', split='test', every=0, max_batches=-1))
+    c.evals.samples = ml_collections.ConfigDict(dict(kind='samples', every=0, num_samples=2500))
+    if variant in ('ring8', 'grid25'):
+      c.evals.modes = ml_collections.ConfigDict(dict(kind='modes', every=0, num_samples=2500))
+    c.sample.num_samples = 2500
+    c.sample.guidance = 1.0
+    c.sample.clip = False
+  elif variant in ('mnist', 'cifar10'):
+    c.data.name = variant
+    c.data.eval_split = 'test'
+    c.data.eval_batch_size = 256
+    c.model.channels = 128
+    c.model.channel_mult = (1, 2, 2) if variant == 'mnist' else (1, 2, 2, 2)
+    c.model.num_res_blocks = 2
+    c.model.attn_resolutions = (7,) if variant == 'mnist' else (16,)
+    c.model.dropout = 0.1
+    c.model.patch = 4
+    c.model.conditional = True
+    c.diffusion.ema_decay = 0.9999
+    c.diffusion.eval_t_samples = 4
+    c.data.batch_size = 128
+    c.train.num_steps = 800_000 if variant == 'cifar10' else 100_000
+    c.train.checkpoint_every = 10_000
+    c.optim.lr = 2e-4
+    c.optim.warmup_steps = 5000
+    c.optim.schedule = 'constant'
+    # No validation split in these datasets: the test split, 10 batches, every 20k steps.
+    c.evals = ml_collections.ConfigDict()
+    c.evals.test = ml_collections.ConfigDict(
+        dict(kind='likelihood', split='test', every=20_000, max_batches=10))
+    c.evals.samples = ml_collections.ConfigDict(dict(kind='samples', every=20_000,
+                                                     num_samples=100))
+    c.evals.figures = ml_collections.ConfigDict(dict(kind='figures', every=0, num_examples=8,
+                                                     split='test'))
+  return common.smoke(c, SMOKE) if smoke else c
