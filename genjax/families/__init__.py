@@ -6,6 +6,7 @@ from genjax.errors import ConfigError
 
 REGISTRY = {
     'autoregressive': 'genjax.families.autoregressive',
+    'diffusion': 'genjax.families.diffusion',
     'flow': 'genjax.families.flow',
 }
 
