@@ -33,10 +33,13 @@ def pmap_eval_step(eval_fn, devices=None):
   return jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=devices)
 
 
-def replicate(tree, num_devices=None):
-  """A copy per local device, laid out exactly as a pmapped step lays out its
+def replicate(tree, devices=None):
+  """A copy per device (default: every local device; or a list of devices, or
+  the first n local ones), laid out exactly as a pmapped step lays out its
   outputs, so that the second step does not retrace for another input layout."""
-  devices = tuple(jax.local_devices()[:num_devices or jax.local_device_count()])
+  if devices is None or isinstance(devices, int):
+    devices = jax.local_devices()[:devices or jax.local_device_count()]
+  devices = tuple(devices)
   stacked = jax.tree_util.tree_map(
       lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)), tree)
   return _identity(devices)(stacked)

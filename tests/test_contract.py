@@ -1,0 +1,147 @@
+"""The spine's guarantees, checked for every registered family on its own
+smoke config (`experiments/<family>.py:<default>,smoke`): a family gets these
+tests by registering in genjax.families.REGISTRY."""
+import importlib
+import inspect
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from conftest import cpu_devices
+from genjax import checkpoint, families, parallel, run, train
+from genjax.data import Dataset
+
+FAMILIES = sorted(families.REGISTRY)
+DATA_KEY = {'image': 'image', 'text': 'tokens', 'points': 'x'}
+
+
+def smoke_config(name):
+  module = importlib.import_module(f'experiments.{name}')
+  default = inspect.signature(module.get_config).parameters['arg'].default
+  config = module.get_config(f'{default},smoke')
+  assert config.family == name
+  return config
+
+
+def build(name):
+  config = smoke_config(name)
+  data = Dataset(config.data, seed=config.seed)
+  return config, data, families.build(config, data.info)
+
+
+def run_steps(family, data, devices, num_steps=3):
+  """`num_steps` pmapped steps over `devices` from the same init; one trace only."""
+  state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
+  chex.clear_trace_counter()
+  step = parallel.pmap_train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
+  rstate = parallel.replicate(state, devices)
+  for s in range(num_steps):
+    rstate, metrics = step(rstate, parallel.shard(data.train_batch(s), len(devices)),
+                           jax.random.PRNGKey(s))
+  return state, rstate, parallel.unreplicate(metrics)
+
+
+def leaves_finite(tree):
+  return all(np.all(np.isfinite(np.asarray(x, np.float64)))
+             for x in jax.tree_util.tree_leaves(tree) if np.issubdtype(np.asarray(x).dtype, np.number))
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_init_train_eval_sample_shapes_and_finiteness(name):
+  config, data, family = build(name)
+  devices = cpu_devices(1)
+  state, rstate, metrics = run_steps(family, data, devices, num_steps=2)
+  after = parallel.unreplicate(rstate)
+  assert int(state.step) == 0 and int(after.step) == 2
+  chex.assert_trees_all_equal_shapes_and_dtypes(state, after)
+  assert leaves_finite(after)
+  assert family.headline in metrics and set(family.finite) <= set(metrics)
+  assert all(np.shape(v) == () and np.isfinite(v) for v in metrics.values()), metrics
+
+  batch = next(data.eval_batches(max_batches=1))
+  p_eval = parallel.pmap_eval_step(family.eval_step, devices=devices)
+  sums = parallel.unreplicate(p_eval(rstate, parallel.shard(batch, 1), jax.random.PRNGKey(0)))
+  assert float(sums['examples']) == batch['mask'].sum()
+  assert leaves_finite(sums)
+  if family.likelihood != 'none':
+    assert float(sums['nll']) > 0 and float(sums['dims']) > 0
+
+  samples = family.sample(after, jax.random.PRNGKey(1), 4)
+  x = np.asarray(samples[DATA_KEY[data.info.modality]])
+  assert x.shape[0] == 4 and leaves_finite(x)
+  if data.info.modality != 'text':
+    assert x.shape[1:] == tuple(data.info.shape)
+  if data.info.modality == 'image':
+    lo, hi = data.info.value_range
+    assert lo <= x.min() and x.max() <= hi
+  if 'label' in samples:
+    labels = np.asarray(samples['label'])
+    assert labels.shape == (4,) and 0 <= labels.min() and labels.max() < data.info.num_classes
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_pmap_on_four_devices_matches_one(name):
+  devices = cpu_devices(4)
+  config, data, family = build(name)
+  _, one, m1 = run_steps(family, data, devices[:1])
+  _, four, m4 = run_steps(family, data, devices)
+  # Per-example noise comes from base.example_keys, so the split does not matter;
+  # only the order of float sums differs.
+  chex.assert_trees_all_close(m1, m4, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(parallel.unreplicate(one), parallel.unreplicate(four),
+                              rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_resumed_run_equals_uninterrupted(name, tmp_path, monkeypatch):
+  config = smoke_config(name)
+  config.deterministic = True  # a GPU needs it for bitwise equality; conftest sets the flag
+  straight = run.experiment(config, str(tmp_path / 'straight'))
+  train.train_and_evaluate(straight)
+
+  real = Dataset.train_batch
+
+  def preempted(self, step):
+    if step == 3:
+      raise RuntimeError('simulated preemption')
+    return real(self, step)
+
+  monkeypatch.setattr(Dataset, 'train_batch', preempted)
+  with pytest.raises(RuntimeError, match='simulated preemption'):
+    train.train_and_evaluate(run.experiment(config, str(tmp_path / 'resumed')))
+  monkeypatch.setattr(Dataset, 'train_batch', real)
+  resumed = run.experiment(config, str(tmp_path / 'resumed'))
+  assert resumed.step == 2  # the checkpoint before the preemption
+  train.train_and_evaluate(resumed)
+  chex.assert_trees_all_equal(straight.state, resumed.state)
+
+
+def _first_int_field(config, dotted):
+  node = config
+  for key in dotted.split('.'):
+    node = node[key]
+  if not hasattr(node, 'keys'):
+    return dotted, node
+  for key in sorted(node.keys()):
+    value = node[key]
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+      return f'{dotted}.{key}', value
+  pytest.fail(f'no positive int field under {dotted} to change')
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_checkpoint_from_another_config_is_refused(name, tmp_path):
+  config = smoke_config(name)
+  config.train.num_steps = 2
+  ex = run.experiment(config, str(tmp_path))
+  train.train_and_evaluate(ex)
+  field, value = _first_int_field(config, ex.family.state_fields[0])
+  *parents, leaf = field.split('.')
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value * 2
+  with pytest.raises(checkpoint.CheckpointMismatchError, match=parents[0] if parents else leaf):
+    run.experiment(config, str(tmp_path))
