@@ -3,6 +3,7 @@
   python bench/ar_step.py            # nanoGPT's CPU setting: 4 layers, 4 heads,
                                      # width 128, block 64, batch 12
   python bench/ar_step.py --batch=64 --steps=30
+  python bench/ar_step.py --smoke    # one tiny step: checks the script runs (the test suite does)
 
 Prints tokens/s of the full pmapped train step (best of 3 rounds) (forward, backward, pmean,
 AdamW), a split of its time into forward / forward+backward / optimizer, and
@@ -25,12 +26,15 @@ from genjax.data.pipeline import DatasetInfo
 from genjax.families import autoregressive as ar
 
 
-def timeit(fn, steps, warmup=3, rounds=3):
+ROUNDS = 3
+
+
+def timeit(fn, steps, warmup=3, rounds=None):
   """Seconds per call: the best of `rounds` timed rounds (the machine is shared)."""
   for _ in range(warmup):
     jax.block_until_ready(fn())
   best = float('inf')
-  for _ in range(rounds):
+  for _ in range(rounds or ROUNDS):
     t = time.perf_counter()
     for _ in range(steps):
       out = fn()
@@ -39,13 +43,13 @@ def timeit(fn, steps, warmup=3, rounds=3):
   return best
 
 
-def matmul_peak(sizes=(256, 512, 1024, 2048)):
+def matmul_peak(sizes):
   best = 0.0
   for n in sizes:
     a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
     f = jax.jit(jnp.dot)
-    dt = timeit(lambda: f(a, b), steps=max(3, int(2e9 / (2 * n ** 3))))
+    dt = timeit(lambda: f(a, b), steps=max(3, int(2e9 / (2 * n ** 3))), warmup=1)
     best = max(best, 2 * n ** 3 / dt)
   return best
 
@@ -63,7 +67,13 @@ def main():
   p.add_argument('--block', type=int, default=64)
   p.add_argument('--batch', type=int, default=12)
   p.add_argument('--steps', type=int, default=50)
+  p.add_argument('--smoke', action='store_true', help='one tiny step, one round: no timing value')
   args = p.parse_args()
+  global ROUNDS
+  sizes = (256, 512, 1024, 2048)
+  if args.smoke:
+    args.layers, args.heads, args.width, args.block, args.batch, args.steps = 1, 2, 32, 16, 4, 1
+    ROUNDS, sizes = 1, (64,)
 
   config = ar_config.get_config('pysrc')
   config.model.num_layers, config.model.num_heads, config.model.width = args.layers, args.heads, args.width
@@ -103,7 +113,7 @@ def main():
   xla_flops = xla_flops[0] if isinstance(xla_flops, list) else xla_flops
   xla_flops = xla_flops.get('flops', float('nan'))
 
-  peak = matmul_peak()
+  peak = matmul_peak(sizes)
   tokens_per_step = args.batch * args.block
   flops_tok = model_flops_per_token(args.layers, args.width, args.block, 256)
   achieved = flops_tok * tokens_per_step / dt_step

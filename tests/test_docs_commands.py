@@ -1,0 +1,100 @@
+"""Every command that the README, a config or script docstring, or bench/ shows
+runs as written, with tiny settings: experiments get ',smoke' after their
+variant, workdirs move under a temporary folder, bench scripts get --smoke.
+Commands for datasets that need internet must stop at the one-sentence
+'not prepared' error (this machine prepares nothing from the network).
+
+The commands run in the order they are documented (a --mode=sample command
+finds the checkpoint its training command wrote), in this interpreter's
+environment: in CI that is the README's fresh virtualenv, with no PYTHONPATH.
+"""
+import glob
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from genjax.data.pipeline import OFFLINE
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMMAND = re.compile(r'python3? (?:launch\.py|-m genjax\.[\w.]+|bench/\w+\.py)[^\n`&|;)]*')
+DOCUMENTED = ['README.md', 'launch.py', 'bench/README.md', 'experiments/*.py', 'bench/*.py',
+              'genjax/report.py', 'genjax/data/prepare.py']
+
+
+def documented_commands():
+  commands = []
+  for pattern in DOCUMENTED:
+    for path in sorted(glob.glob(os.path.join(ROOT, pattern))):
+      text = open(path).read().replace('\\\n', ' ')  # shell line continuations
+      for cmd in COMMAND.findall(text):
+        cmd = ' '.join(cmd.split()).split(' #')[0].strip().rstrip('.,:')
+        if re.search(r'\.\.\.|<|\[|\b[A-Z]{3,}\b', cmd) or cmd in commands:
+          continue  # a pattern (NAME, WORKDIR, [options]), not a command
+        commands.append(cmd)
+  return commands
+
+
+def tiny(cmd, tmp):
+  """(argv, needs_internet) for a documented command shrunk to run in seconds."""
+  args = shlex.split(cmd)[1:]
+  out, internet = [sys.executable], False
+  if args[0] == 'launch.py' and not any(a.startswith('--config=') for a in args):
+    args.append('--config=experiments/autoregressive.py:pysrc')  # launch.py's default
+  if args[0] == 'launch.py' and not any(a.startswith('--workdir=') for a in args):
+    args.append('--workdir=workdirs/default')
+  for a in args:
+    if a.startswith('--config=') and ':' in a:
+      path, variant = a[len('--config='):].split(':')
+      a = f'--config={path}:{variant},smoke'
+      internet |= _needs_internet(path, variant)
+    elif a.startswith('--config.data.name='):
+      internet |= a.split('=', 1)[1].split('/')[0] not in OFFLINE
+    elif a.startswith('--workdir='):
+      a = '--workdir=' + os.path.join(tmp, os.path.basename(a.split('=', 1)[1].rstrip('/')))
+    elif a.startswith('/tmp/'):
+      a = os.path.join(tmp, os.path.basename(a.rstrip('/')))
+    out.append(a)
+  if args[0].startswith('bench/'):
+    out.append('--smoke')
+  if args[0] == '-m' and args[1] == 'genjax.data.prepare':
+    internet |= any(a.split('/')[0] not in OFFLINE for a in args[2:] if not a.startswith('-'))
+  if internet and args[0] == 'launch.py':
+    out += ['--config.data.download=False', f'--config.data.data_dir={tmp}/no_data']
+  return out, internet
+
+
+def _needs_internet(path, variant):
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('cfg', os.path.join(ROOT, path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant).data.name.split('/')[0] not in OFFLINE
+
+
+def test_the_documented_commands_are_found():
+  commands = documented_commands()
+  assert any(c.startswith('python launch.py --config=experiments/autoregressive.py:digits')
+             for c in commands)
+  assert 'python bench/ar_step.py' in commands
+
+
+@pytest.mark.parametrize('cmd', documented_commands())
+def test_documented_command_runs(cmd, tmp_path_factory):
+  tmp = str(tmp_path_factory.getbasetemp() / 'docs')  # shared: commands build on each other
+  os.makedirs(tmp, exist_ok=True)
+  argv, internet = tiny(cmd, tmp)
+  if internet and 'genjax.data.prepare' in argv:
+    pytest.skip('prepares a dataset from the internet')
+  env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
+  env['XLA_FLAGS'] = ''  # one device, as a user's laptop has
+  out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+  if internet:
+    assert out.returncode != 0
+    last = out.stderr.strip().splitlines()[-1]
+    assert 'is not prepared' in last and 'Traceback' not in out.stderr, out.stderr[-2000:]
+  else:
+    assert out.returncode == 0, f'{" ".join(argv)}\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}'
