@@ -20,7 +20,7 @@ def tiny(info, latent_dim=2, seed=0):
                  num_levels=info.num_levels, latent_dim=latent_dim, channels=(8,), hidden=16,
                  num_layers=1)
   x = jnp.zeros((1,) + info.shape, jnp.uint8 if info.modality == 'image' else jnp.float32)
-  params = model.init(jax.random.PRNGKey(seed), x, jnp.zeros((1, latent_dim)))['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(seed), x, jnp.zeros((1, latent_dim)))['params']
   return model, params
 
 
@@ -80,10 +80,16 @@ def test_iwae_with_one_sample_is_the_elbo_in_expectation():
   x = jnp.array([[0.3, -1.2], [2.0, 0.5]])
   bounds, _ = _bounds_over_draws(model, params, x, (1,), 4000, 1)
   # The ELBO: E_q log p(x|z) (many draws) minus the closed-form KL.
-  mean, logvar = model.apply({'params': params}, x, method=model.encode)
-  eps = jax.random.normal(jax.random.PRNGKey(3), (20_000, 2, 2))
-  _, logpx = vm.log_weights(model, params, x, mean, logvar, eps)
-  elbo = np.asarray(logpx.mean(0) - vm.gaussian_kl(mean, logvar))
+
+  @jax.jit
+  def reference():
+    mean, logvar = model.apply({'params': params}, x, method=model.encode)
+    eps = jax.random.normal(jax.random.PRNGKey(3), (20_000, 2, 2))
+    _, logpx = vm.log_weights(model, params, x, mean, logvar, eps)
+    return logpx, vm.gaussian_kl(mean, logvar)
+
+  logpx, kl = reference()
+  elbo = np.asarray(logpx.mean(0) - kl)
   se = np.sqrt(bounds[1].var(0) / 4000 + np.asarray(logpx).var(0) / 20_000)
   np.testing.assert_allclose(bounds[1].mean(0), elbo, atol=5 * se.max())
 
@@ -106,10 +112,15 @@ def test_iwae_bound_rises_with_k_and_chunking_is_exact():
   assert np.all(means[-1] > means[0] + 0.05)
   # The chunked accumulation equals a plain logsumexp over the same samples.
   keys = jax.random.split(jax.random.PRNGKey(5), 3)
-  got, _, _ = vm.iwae_bounds(model, params, x, keys, (8, 16), chunk=4)
-  mean, logvar = model.apply({'params': params}, x, method=model.encode)
-  eps = jnp.concatenate([vm.draw_eps(keys, i, 4, 3) for i in range(4)])
-  lw, _ = vm.log_weights(model, params, x, mean, logvar, eps)
+  got, _, _ = jax.jit(lambda: vm.iwae_bounds(model, params, x, keys, (8, 16), chunk=4))()
+
+  @jax.jit
+  def all_weights():
+    mean, logvar = model.apply({'params': params}, x, method=model.encode)
+    eps = jnp.concatenate([vm.draw_eps(keys, i, 4, 3) for i in range(4)])
+    return vm.log_weights(model, params, x, mean, logvar, eps)[0]
+
+  lw = all_weights()
   for k in (8, 16):
     want = jax.nn.logsumexp(lw[:k], 0) - np.log(k)
     np.testing.assert_allclose(got[k], want, rtol=1e-5)
@@ -128,19 +139,23 @@ def test_reparameterised_gradient_matches_score_function_estimate():
   def elbo(mean, logvar):
     return vm.log_weights(model, params, x, mean, logvar, eps)[0].mean()
 
-  path = jax.grad(elbo, argnums=(0, 1))(mean0, logvar0)
-  z = jax.lax.stop_gradient(mean0 + jnp.exp(0.5 * logvar0) * eps)
-  f = vm.log_weights(model, params, x, mean0, logvar0, eps)[0][:, 0]  # (n,)
-  f = f - f.mean()  # a constant baseline leaves the expectation unchanged, lowers variance
+  path = jax.jit(jax.grad(elbo, argnums=(0, 1)))(mean0, logvar0)
 
   def logq(mean, logvar, z_Z):  # one sample, at fixed z
     e = (z_Z - mean[0]) * jnp.exp(-0.5 * logvar[0])
     return vm.posterior_logpdf(e, logvar[0])
 
-  dmean, dlogvar = jax.vmap(jax.grad(logq, argnums=(0, 1)), (None, None, 0))(
-      mean0, logvar0, z[:, 0])  # (n, 1, 2) each
-  for g, d in [(path[0], dmean), (path[1], dlogvar)]:
-    terms = np.asarray(f[:, None, None] * d)
+  @jax.jit
+  def score_terms():
+    z = mean0 + jnp.exp(0.5 * logvar0) * eps
+    f = vm.log_weights(model, params, x, mean0, logvar0, eps)[0][:, 0]  # (n,)
+    f = f - f.mean()  # a constant baseline leaves the expectation unchanged, lowers variance
+    dmean, dlogvar = jax.vmap(jax.grad(logq, argnums=(0, 1)), (None, None, 0))(
+        mean0, logvar0, z[:, 0])  # (n, 1, 2) each
+    return f[:, None, None] * dmean, f[:, None, None] * dlogvar
+
+  for g, terms in zip(path, score_terms()):
+    terms = np.asarray(terms)
     se = terms.std(0) / np.sqrt(n)
     np.testing.assert_allclose(np.asarray(g), terms.mean(0), atol=float(5 * se.max()) + 1e-4)
 

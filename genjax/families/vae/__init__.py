@@ -1,0 +1,183 @@
+"""Variational autoencoder family: ELBO training (beta, KL warm-up, or the
+IWAE objective), IWAE likelihood bounds, latent-space tools, anomaly scores.
+
+train_step minimises  recon + beta_t * KL  per example (model.train_k = 1),
+with beta_t rising linearly from 0 to model.beta over model.kl_warmup_steps
+and the KL in closed form; model.train_k > 1 trains on the IWAE bound with
+that many samples instead (the beta and the warm-up then scale log p(z) -
+log q(z|x) inside the weights). model.exclude_label >= 0 gives the examples of
+that class zero weight, so a held-out class can serve as anomalies.
+
+eval_step returns, summed over the batch: 'nll' = -IWAE bound with K =
+model.eval_k, 'nll_k<K>' for each smaller K in model.eval_ks, 'nll_k1' = -ELBO
+(estimated with all K samples), 'recon', 'kl' (closed form), 'dims' and
+'examples'. All are upper bounds on the NLL (likelihood='bound').
+
+tools: 'figures' (reconstructions, prior samples, interpolations, latent map),
+'score' (per-example negative IWAE bound with K = model.score_k, the anomaly
+score), 'encode', 'decode', 'reconstruct'.
+"""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from genjax import optim
+from genjax.families import base
+from genjax.families.vae import figures as figures_lib
+from genjax.families.vae.model import (VAE, decoder_draw, decoder_logprob, decoder_mean,
+                                       draw_eps, gaussian_kl, iwae_bounds, log_weights)
+
+
+def default_likelihood(info):
+  if info.modality == 'points':
+    return 'gaussian'
+  if info.modality == 'image':
+    return 'categorical' if info.num_levels <= 64 else 'logistic'
+  raise ValueError(f'the vae family models images or points; dataset {info.name!r} holds '
+                   f'{info.modality}')
+
+
+def make_model(config, info):
+  m = config.model
+  likelihood = m.likelihood if m.likelihood != 'auto' else default_likelihood(info)
+  return VAE(shape=tuple(info.shape), likelihood=likelihood, num_levels=info.num_levels,
+             latent_dim=m.latent_dim, channels=tuple(m.channels), hidden=m.hidden,
+             num_layers=m.num_layers, dropout=m.dropout, decoder=m.decoder)
+
+
+def data_of(batch):
+  return batch['image'] if 'image' in batch else batch['x']
+
+
+def build(config, info):
+  model = make_model(config, info)
+  m = config.model
+  tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
+  eval_ks = sorted(set(int(k) for k in m.eval_ks if k > 1) | {int(m.eval_k)})
+  chunk = int(np.gcd.reduce(eval_ks + [int(m.eval_chunk)]))
+  dims = float(np.prod(info.shape))
+
+  def init(rng, batch):
+    x = data_of(batch)[:1]
+    z = jnp.zeros((1, m.latent_dim), jnp.float32)
+    params = jax.jit(functools.partial(model.init, train=False))(rng, x, z)['params']
+    return base.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+  def per_example_loss(params, x, rng, beta):
+    """(loss, recon, kl), each (B,)."""
+    B = x.shape[0]
+    drop_rng = base.device_key(jax.random.fold_in(rng, 1))
+    mean, logvar = model.apply({'params': params}, x, True, method=model.encode,
+                               rngs={'dropout': jax.random.fold_in(drop_rng, 0)})
+    eps = draw_eps(base.example_keys(rng, B), 0, m.train_k, m.latent_dim)
+    kl = gaussian_kl(mean, logvar)
+    if m.train_k == 1:
+      z = mean + jnp.exp(0.5 * logvar) * eps[0]
+      out = model.apply({'params': params}, z, True, method=model.decode,
+                        rngs={'dropout': jax.random.fold_in(drop_rng, 1)})
+      recon = -decoder_logprob(model.likelihood, out, x, model.num_levels)
+      return recon + beta * kl, recon, kl
+    lw, logpx = log_weights(model, params, x, mean, logvar, eps, train=True,
+                            rng=jax.random.fold_in(drop_rng, 1))
+    lw = logpx + beta * (lw - logpx)  # scales log p(z) - log q(z|x)
+    loss = -(jax.nn.logsumexp(lw, axis=0) - jnp.log(m.train_k))
+    return loss, -logpx.mean(0), kl
+
+  def train_step(state, batch, rng):
+    x = data_of(batch)
+    weight = jnp.ones(x.shape[0], jnp.float32)
+    if m.exclude_label >= 0 and 'label' in batch:
+      weight = (batch['label'] != m.exclude_label).astype(jnp.float32)
+    # Normalised by the global count of kept examples, so that the mean over
+    # devices of the per-device losses is the mean over the global batch.
+    num_devices = jax.lax.psum(1, base.DATA_AXIS)
+    count = jnp.maximum(jax.lax.psum(weight.sum(), base.DATA_AXIS), 1.0) / num_devices
+    warm = jnp.minimum(1.0, (state.step + 1) / max(m.kl_warmup_steps, 1))
+    beta = m.beta * warm
+
+    def loss_fn(params):
+      loss, recon, kl = per_example_loss(params, x, rng, beta)
+      mean = lambda v: (v * weight).sum() / count
+      return mean(loss), {'recon': mean(recon), 'kl': mean(kl), 'elbo': -mean(recon + kl)}
+
+    params, opt_state, metrics, aux = base.update(loss_fn, state.params, state.opt_state, tx,
+                                                  has_aux=True)
+    metrics.update(aux, lr=schedule(state.step), beta=beta)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  def eval_step(state, batch, rng):
+    x = data_of(batch)
+    mask = batch['mask'].astype(jnp.float32)
+    keys = base.example_keys(rng, x.shape[0])
+    bounds, elbo, logpx = iwae_bounds(model, state.params, x, keys, eval_ks, chunk)
+    mean, logvar = model.apply({'params': state.params}, x, method=model.encode)
+    total = lambda v: (v * mask).sum()
+    sums = {'nll': total(-bounds[int(m.eval_k)]), 'nll_k1': total(-elbo),
+            'recon': total(-logpx), 'kl': total(gaussian_kl(mean, logvar)),
+            'dims': mask.sum() * dims, 'examples': mask.sum()}
+    for k in eval_ks:
+      if k != m.eval_k:
+        sums[f'nll_k{k}'] = total(-bounds[k])
+    return sums
+
+  # ------------------------------------------------------------------ host-side tools
+  @jax.jit
+  def _encode(params, x):
+    return model.apply({'params': params}, x, method=model.encode)
+
+  @functools.partial(jax.jit, static_argnums=(3,))
+  def _decode(params, z, rng, how):
+    out = model.apply({'params': params}, z, method=model.decode)
+    if how == 'mean':
+      return decoder_mean(model.likelihood, out, model.num_levels)
+    return decoder_draw(model.likelihood, out, model.num_levels, rng)
+
+  score_ks = (int(m.score_k),)
+  score_chunk = int(np.gcd(int(m.score_k), int(m.eval_chunk)))
+
+  @jax.jit
+  def _score(params, x, rng):
+    bounds, _, _ = iwae_bounds(model, params, x, base.example_keys(rng, x.shape[0]), score_ks,
+                               score_chunk)
+    return -bounds[score_ks[0]]
+
+  def encode(state, x):
+    """(mean, logvar) of q(z|x), numpy."""
+    return tuple(np.asarray(a) for a in _encode(state.params, jnp.asarray(x)))
+
+  def decode(state, z, rng=None, how=None):
+    """x from z: the decoder's mean (default config.sample.decode) or a draw."""
+    how = how or config.sample.decode
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    return np.asarray(_decode(state.params, jnp.asarray(z, jnp.float32), rng, how))
+
+  def reconstruct(state, x, rng, how=None):
+    """Decodes a posterior draw z ~ q(z|x)."""
+    mean, logvar = encode(state, x)
+    k1, k2 = jax.random.split(rng)
+    z = mean + np.exp(0.5 * logvar) * np.asarray(jax.random.normal(k1, mean.shape))
+    return decode(state, z, k2, how)
+
+  def score(state, rng, batch):
+    """(B,) anomaly scores: -IWAE bound with K = model.score_k (nats; higher = more anomalous)."""
+    x = data_of(batch)
+    out = []
+    for i in range(0, len(x), 256):  # bounded memory for any batch size
+      out.append(np.asarray(_score(state.params, jnp.asarray(x[i:i + 256]), jax.random.fold_in(rng, i))))
+    return np.concatenate(out)
+
+  def sample(state, rng, num_samples):
+    k1, k2 = jax.random.split(rng)
+    z = jax.random.normal(k1, (num_samples, m.latent_dim))
+    x = decode(state, z, k2)
+    return {'image': x} if info.modality == 'image' else {'x': x}
+
+  tools = dict(encode=encode, decode=decode, reconstruct=reconstruct, score=score)
+  tools['figures'] = functools.partial(figures_lib.make_figures, tools, info, config)
+  return base.Family(name='vae', init=init, train_step=train_step, eval_step=eval_step,
+                     sample=sample, likelihood='bound', headline='loss',
+                     finite=('loss', 'recon', 'kl'),
+                     advice='lower optim.lr, raise optim.warmup_steps or model.kl_warmup_steps',
+                     tools=tools)
