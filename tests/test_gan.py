@@ -186,7 +186,9 @@ def test_training_moves_both_losses():
     assert np.isfinite(last[k]).all() and abs(float(last[k][0] - first[k][0])) > 1e-3, k
 
 
-def _two_steps(family, data, devices):
+def _two_steps(variant, overrides, devices):
+  _, data, family = _setup(variant, **overrides)
+  chex.clear_trace_counter()  # a fresh family may reuse the last one's id: one trace per call
   state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
   step = parallel.pmap_train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
   rstate = parallel.replicate(state, len(devices))
@@ -203,9 +205,8 @@ def _two_steps(family, data, devices):
 def test_four_devices_match_one(variant, overrides):
   """Noise is drawn per global example and D's slices are strided, so the
   device count changes nothing but the order of sums."""
-  _, data, family = _setup(variant, **overrides)
-  one, m1 = _two_steps(family, data, cpu_devices(1))
-  four, m4 = _two_steps(family, data, cpu_devices(4))
+  one, m1 = _two_steps(variant, overrides, cpu_devices(1))
+  four, m4 = _two_steps(variant, overrides, cpu_devices(4))
   for k in ('d_loss', 'g_loss', 'd_real', 'd_fake'):
     np.testing.assert_allclose(m1[k], m4[k], rtol=1e-4, atol=1e-6, err_msg=k)
   chex.assert_trees_all_close(one.g_params, four.g_params, rtol=1e-4, atol=1e-6)

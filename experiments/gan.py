@@ -1,0 +1,127 @@
+"""GANs on toy 2-D mixtures and on images.
+
+  python launch.py --config=experiments/gan.py:digits --workdir=/tmp/gan_digits
+      DCGAN on 8x8 digits (17 grey levels), non-saturating loss + R1. Writes
+      sample grids (samples/, figures/) and logs the class histogram of 1,000
+      samples under a small classifier (its entropy; log 10 = 2.30 is uniform)
+      and the classifier's test accuracy. See RESULTS below for numbers.
+  python launch.py --config=experiments/gan.py:ring8 --workdir=/tmp/gan_ring8
+  python launch.py --config=experiments/gan.py:grid25 --workdir=/tmp/gan_grid25
+      MLP GAN on the mixtures of the mode-collapse literature; logs the modes
+      covered and the share of high-quality samples (2,500 samples, 3 std).
+      `python bench/gan_modes.py` runs both over 10 seeds.
+  python launch.py --config=experiments/gan.py:grid25_collapse --workdir=/tmp/gan_collapse
+      The documented failure: the saturating minimax loss with a discriminator
+      that trains 5 times per G step at 5x G's learning rate, no packing, no
+      penalty. G gets vanishing gradients where D is confident and drops modes.
+  :moons, :swissroll (manifolds; scatter plots only), :mnist, :cifar10 (need
+  the datasets prepared: python -m genjax.data.prepare mnist).
+
+Any field can be overridden, e.g. `--config.gan.loss=hinge`; `:digits,smoke`
+is the same experiment shrunk to 4 steps. data.batch_size is global.
+
+Fields: model.* fixes both networks (latent_dim, g_/d_width, g_/d_depth (MLP
+only), conditional (labels into G, projection D), pack (PacGAN)); gan.* is
+the game (loss: minimax | nonsaturating | hinge | wgan_gp; n_critic;
+gp_weight; r1_weight; ema); optim.g_lr / optim.d_lr are the two learning
+rates, the other optim fields are shared by both Adams.
+"""
+import ml_collections
+
+from experiments import common
+
+TOY = ('ring8', 'grid25', 'moons', 'swissroll')
+VARIANTS = TOY + ('grid25_collapse', 'ring8_collapse', 'digits', 'mnist', 'cifar10')
+# What ',smoke' changes beyond experiments.common.SMOKE (which also caps every
+# evaluator's num_samples at 16).
+SMOKE = {'model.g_width': 16, 'model.d_width': 16, 'model.latent_dim': 4}
+
+
+def get_config(arg='digits'):
+  variant, smoke = common.parse(arg, VARIANTS, 'experiments/gan.py')
+  toy = variant.split('_')[0] in TOY
+  c = common.base('gan', 'digits', batch_size=64, num_steps=4000)
+
+  c.model = ml_collections.ConfigDict()
+  c.model.latent_dim = 32
+  c.model.g_width = 64  # MLP: hidden units; convnet: base channels
+  c.model.d_width = 64
+  c.model.g_depth = 3  # MLP only
+  c.model.d_depth = 3
+  c.model.conditional = False
+  c.model.pack = 1
+
+  c.gan = ml_collections.ConfigDict()
+  c.gan.loss = 'nonsaturating'
+  c.gan.n_critic = 1
+  c.gan.gp_weight = 0.0  # WGAN-GP: 10
+  c.gan.r1_weight = 0.0
+  c.gan.ema = 0.999  # 0 = sample from the raw G
+
+  del c.optim['lr']
+  c.optim.name = 'adam'
+  c.optim.g_lr = 2e-4
+  c.optim.d_lr = 2e-4
+  c.optim.b1 = 0.5
+  c.optim.b2 = 0.999
+  c.optim.schedule = 'constant'
+  c.optim.warmup_steps = 0
+  c.optim.grad_clip = 0.0
+
+  c.sample.truncation = 0.0  # > 0: z from a normal truncated to [-t, t]
+
+  if toy:
+    _toy(c, variant)
+  else:
+    _images(c, variant)
+  if smoke:
+    common.smoke(c, SMOKE)
+    if 'classifier' in c.evals:  # a quick classifier (cached apart from the real one)
+      c.evals.classifier.steps = 50
+  return c
+
+
+def _toy(c, variant):
+  name = variant.split('_')[0]
+  c.data.name = f'toy2d/{name}'
+  c.data.eval_split = 'validation'
+  c.data.batch_size = 256
+  c.model.latent_dim = 2
+  c.model.g_width = 128
+  c.model.d_width = 128
+  c.model.pack = 2
+  c.gan.r1_weight = 0.1
+  c.optim.g_lr = 1e-3
+  c.optim.d_lr = 1e-3
+  c.train.num_steps = 3000
+  c.train.log_every = 500
+  c.train.checkpoint_every = 0
+  c.evals.samples.num_samples = 2500
+  c.evals.test = ml_collections.ConfigDict(dict(kind='likelihood', split='test', every=0))
+  if name in ('ring8', 'grid25'):
+    c.evals.modes = ml_collections.ConfigDict(dict(kind='modes', every=1000, num_samples=2500))
+  c.sample.num_samples = 2500
+  if variant.endswith('_collapse'):
+    c.model.pack = 1
+    c.gan.loss = 'minimax'
+    c.gan.r1_weight = 0.0
+    c.gan.n_critic = 5
+    c.gan.ema = 0.0
+    c.optim.d_lr = 5 * c.optim.g_lr
+
+
+def _images(c, variant):
+  c.data.name = variant
+  c.data.eval_split = 'validation' if variant == 'digits' else 'test'
+  c.evals.figures = ml_collections.ConfigDict(dict(kind='figures', every=0))
+  c.evals.classifier = ml_collections.ConfigDict(
+      dict(kind='classifier', every=1000, num_samples=1000))
+  c.evals.validation = ml_collections.ConfigDict(
+      dict(kind='likelihood', split=c.data.eval_split, every=1000, max_batches=4))
+  c.gan.r1_weight = 1.0
+  if variant == 'mnist':
+    c.train.num_steps = 20000
+  elif variant == 'cifar10':
+    c.model.g_width = c.model.d_width = 128
+    c.model.latent_dim = 128
+    c.train.num_steps = 50000
