@@ -8,6 +8,7 @@ REGISTRY = {
     'autoregressive': 'genjax.families.autoregressive',
     'diffusion': 'genjax.families.diffusion',
     'flow': 'genjax.families.flow',
+    'gan': 'genjax.families.gan',
     'vae': 'genjax.families.vae',
 }
 
