@@ -22,10 +22,14 @@ def _info(builder, features, description, metadata=None):
 
 # ----------------------------------------------------------------------------- toy2d
 
+# 1.1.0: a validation split (model selection), drawn with its own seed.
+_TOY2D_VERSION = tfds.core.Version('1.1.0')
+
+
 class Toy2dConfig(tfds.core.BuilderConfig):
 
   def __init__(self, *, num_train=100_000, num_eval=10_000, **kwargs):
-    super().__init__(version=_VERSION, **kwargs)
+    super().__init__(version=_TOY2D_VERSION, **kwargs)
     self.num_train, self.num_eval = num_train, num_eval
 
 
@@ -60,7 +64,7 @@ def toy2d_points(name, n, rng):
 
 class Toy2d(tfds.core.GeneratorBasedBuilder):
   """Points in R^2: Gaussian mixtures (mode-collapse benchmarks) and manifolds."""
-  VERSION = _VERSION
+  VERSION = _TOY2D_VERSION
   BUILDER_CONFIGS = [
       Toy2dConfig(name='ring8', description='8 Gaussians on the unit circle, std 0.01.'),
       Toy2dConfig(name='grid25', description='25 Gaussians on {-4,-2,0,2,4}^2, std 0.05.'),
@@ -79,6 +83,7 @@ class Toy2d(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     c = self.builder_config
     return {'train': self._generate_examples(c.num_train, seed=0),
+            'validation': self._generate_examples(c.num_eval, seed=2),
             'test': self._generate_examples(c.num_eval, seed=1)}
 
   def _generate_examples(self, n, seed):
