@@ -45,7 +45,7 @@ SMOKE = {'model.channels': 8, 'model.num_res_blocks': 1, 'model.channel_mult': (
 
 def get_config(arg='digits'):
   variant, smoke = common.parse(arg, VARIANTS, 'experiments/diffusion.py')
-  c = common.base('diffusion', 'digits', batch_size=128, num_steps=3000)
+  c = common.base('diffusion', 'digits', batch_size=64, num_steps=2000)
 
   c.model = ml_collections.ConfigDict()
   c.model.net = 'unet'  # 'unet' | 'dit' | 'mlp'
@@ -54,7 +54,7 @@ def get_config(arg='digits'):
   c.model.target = 'lattice'  # 'eps' | 'x0' | 'v' | 'lattice' (images)
   c.model.conditional = True  # class labels through an embedding added to the time embedding
   # U-Net
-  c.model.channels = 64
+  c.model.channels = 32
   c.model.channel_mult = (1, 2)
   c.model.num_res_blocks = 1
   c.model.attn_resolutions = (4,)
@@ -81,13 +81,13 @@ def get_config(arg='digits'):
 
   c.train.log_every = 100
   c.train.checkpoint_every = 500
-  common.likelihood_evals(c, every=1000)
+  common.likelihood_evals(c, every=500)
   c.evals.samples.num_samples = 100
   c.evals.figures = ml_collections.ConfigDict(dict(kind='figures', every=0, num_examples=8))
 
   c.sample.num_samples = 100
-  c.sample.sampler = 'ddpm'  # 'ddpm' | 'ddim'
-  c.sample.ddim_steps = 50
+  c.sample.sampler = 'ddim'  # 'ddpm' | 'ddim'
+  c.sample.ddim_steps = 100
   c.sample.figure_ddim_steps = (50, 10)
   c.sample.eta = 0.0
   c.sample.guidance = 2.0
@@ -98,7 +98,6 @@ def get_config(arg='digits'):
     c.data.name = f'toy2d/{variant}'
     c.data.batch_size = 256
     c.data.eval_batch_size = 1000
-    c.data.eval_split = 'test'
     c.model.net = 'mlp'
     c.model.target = 'eps'
     c.model.conditional = False
@@ -109,12 +108,12 @@ def get_config(arg='digits'):
     c.diffusion.point_scale = {'ring8': 1.0, 'grid25': 2.8, 'moons': 1.0, 'swissroll': 1.5}[variant]
     c.train.num_steps = 4000
     c.evals = ml_collections.ConfigDict()
-    c.evals.test = ml_collections.ConfigDict(
-        dict(kind='likelihood', split='test', every=0, max_batches=-1))
+    common.likelihood_evals(c, every=2000, max_batches=2)
     c.evals.samples = ml_collections.ConfigDict(dict(kind='samples', every=0, num_samples=2500))
     if variant in ('ring8', 'grid25'):
       c.evals.modes = ml_collections.ConfigDict(dict(kind='modes', every=0, num_samples=2500))
     c.sample.num_samples = 2500
+    c.sample.sampler = 'ddpm'
     c.sample.guidance = 1.0
     c.sample.clip = False
   elif variant in ('mnist', 'cifar10'):

@@ -186,8 +186,11 @@ def tiny_family(variant='digits'):
 def test_guidance_scale_zero_is_the_unconditional_prediction():
   _, data, fam, state = tiny_family()
   apply, params = fam.tools['apply'], state.params
-  # Perturb the label embedding so conditional and unconditional differ.
-  params = jax.tree_util.tree_map(lambda p: p + 0.05 * jnp.ones_like(p), params)
+  # Random weights everywhere (the head starts at zero), so labels matter.
+  leaves, tree = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+  params = jax.tree_util.tree_unflatten(
+      tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
   z = jax.random.normal(jax.random.PRNGKey(1), (4, 8, 8, 1))
   t = jnp.full((4,), 20)
   label = jnp.array([0, 3, 5, 9])
@@ -226,3 +229,17 @@ def test_training_lowers_the_loss_and_the_bound_on_digits():
   assert np.isfinite(losses).all() and np.mean(losses[-10:]) < 0.8 * np.mean(losses[:5]), losses
   nll_b, nll_a = before['nll'][0] / before['examples'][0], after['nll'][0] / after['examples'][0]
   assert np.isfinite(nll_a) and nll_a < nll_b - 20, (nll_b, nll_a)  # nats per image
+
+
+def test_dit_is_non_causal_and_outputs_levels():
+  """The patch transformer sees every patch: changing the last patch changes the
+  first one's output. With out_levels it returns per-level logits."""
+  net = networks.DiT(patch=2, width=32, num_layers=1, num_heads=2, num_classes=10, out_levels=17)
+  z = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
+  t, label = jnp.array([3.0, 500.0]), jnp.array([1, 10])
+  params = net.init(jax.random.PRNGKey(1), z, t, label)['params']
+  params = jax.tree_util.tree_map(lambda p: p + 0.02, params)  # the zero-initialised head
+  out = net.apply({'params': params}, z, t, label)
+  assert out.shape == (2, 8, 8, 1, 17)
+  out2 = net.apply({'params': params}, z.at[:, 6:, 6:].add(1.0), t, label)
+  assert np.abs(out2[:, :2, :2] - out[:, :2, :2]).max() > 1e-4

@@ -64,12 +64,13 @@ def to_model_space(batch, info, point_scale):
 
 
 def example_keys(rng, n):
-  """A key per example from its global index, so a batch split over any
-  number of devices draws the same noise."""
-  first = jax.lax.axis_index(base.DATA_AXIS) * n
-  total = jax.lax.psum(n, base.DATA_AXIS)
-  index = first + jnp.arange(n)
-  return jax.vmap(jax.random.fold_in, (None, 0))(rng, index), index, total
+  """(keys, global indices, global batch size) of this device's n examples:
+  the draws do not depend on how the batch is split over devices."""
+  try:
+    total = jax.lax.psum(n, base.DATA_AXIS)
+  except NameError:  # outside pmap
+    total = n
+  return base.example_keys(rng, n), base.device_index() * n + jnp.arange(n), total
 
 
 def build(config, info):
@@ -128,7 +129,7 @@ def build(config, info):
     if label is not None:  # drop labels: one network is conditional and unconditional
       drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), d.p_uncond))(keys)
       label = jnp.where(drop, null, label)
-    dropout_rng = jax.random.fold_in(k_drop, jax.lax.axis_index(base.DATA_AXIS))
+    dropout_rng = base.device_key(k_drop)
 
     def loss_fn(params):
       if d.loss in ('eps_mse', 'hybrid'):
