@@ -51,7 +51,6 @@ def get_config(arg='digits'):
 
   if variant in TOY2D:
     c.data.name = f'toy2d/{variant}'
-    c.data.eval_split = 'test'  # toy2d has train and test only
     c.data.batch_size = 256
     c.data.eval_batch_size = 2000
     c.train.num_steps = 3000
@@ -59,6 +58,7 @@ def get_config(arg='digits'):
     c.train.log_every = 250
     c.model.steps = 8
     c.model.hidden = 128
+    common.likelihood_evals(c, every=1000)
     c.evals.density = ml_collections.ConfigDict(dict(kind='density', split='test', every=0))
     c.evals.figures.num_examples = 2000
     if variant in ('ring8', 'grid25'):
@@ -66,10 +66,16 @@ def get_config(arg='digits'):
     c.evals.samples.num_samples = 2000
     c.sample.num_samples = 2000
   elif variant == 'digits':
+    # Tuned on the validation split: with 1,000 training images the flow
+    # overfits past ~400 steps (validation 2.22 bpd at 400 steps, 2.40 at 1,000
+    # and 2.71 at 1,500 with a 3,000-step schedule).
+    c.train.num_steps = 400
+    c.optim.warmup_steps = 50
     c.data.eval_batch_size = 512
     c.train.checkpoint_every = 500
     c.train.log_every = 50
-    common.likelihood_evals(c, every=500)
+    common.likelihood_evals(c, every=100)
+    c.evals.anomaly = ml_collections.ConfigDict(dict(kind='anomaly', split='test', every=0))
   elif variant in ('mnist', 'cifar10'):
     c.data.name = variant
     c.data.eval_split = 'test'  # these TFDS datasets have no validation split

@@ -62,7 +62,10 @@ def build(config, info):
     if not is_image:
       return batch['x'].astype(jnp.float32)
     x = batch['image'].astype(jnp.float32)
-    return x + jax.random.uniform(rng, x.shape)
+    # One key per example (by its index in the global batch), so that the
+    # noise does not depend on how the batch is split over devices.
+    keys = base.example_keys(rng, x.shape[0])
+    return x + jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:]))(keys)
 
   def nll(params, batch, rng):
     """(B,) NLL in nats: exact for points, the dequantised bound for images."""
