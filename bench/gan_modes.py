@@ -14,7 +14,9 @@ are read into memory once (the same batches, without a record read per
 example, which costs more than the step itself).
 """
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import time
 
@@ -39,13 +41,18 @@ class InMemoryDataset(Dataset):
 
 
 def run_one(variant, seed, workdir, smoke=False):
+  t = time.time()
   config = gan_config.get_config(variant + (',smoke' if smoke else ''))
   config.seed = seed
   config.train.progress_bar = False
   config.evals.modes.every = 0  # the protocol measures the final generator
   data = InMemoryDataset(config.data, seed=seed)
   ex = train.Experiment(config, workdir, data, families.build(config, data.info))
-  return train.train_and_evaluate(ex)['modes']
+  r = dict(train.train_and_evaluate(ex)['modes'])
+  r['seconds'] = time.time() - t
+  print(f'{variant} seed {seed}: {r["modes"]}/{r["num_modes"]} modes, '
+        f'{100 * r["high_quality"]:.1f}% high quality ({r["seconds"]:.0f} s)', flush=True)
+  return r
 
 
 def main():
@@ -53,26 +60,24 @@ def main():
   parser.add_argument('--variants', default='ring8,grid25,grid25_collapse')
   parser.add_argument('--seeds', type=int, default=10)
   parser.add_argument('--workdir', default='/tmp/gan_modes')
+  parser.add_argument('--jobs', type=int, default=2, help='runs at once (one per core)')
   parser.add_argument('--smoke', action='store_true', help='2 seeds of the smoke configs')
   args = parser.parse_args()
   seeds = range(2 if args.smoke else args.seeds)
   variants = args.variants.split(',')
-  results = {}
-  for v in variants:
-    results[v] = []
-    for s in seeds:
-      t = time.time()
-      r = run_one(v, s, os.path.join(args.workdir, f'{v}_seed{s}'), args.smoke)
-      r['seconds'] = time.time() - t
-      results[v].append(r)
-      print(f'{v} seed {s}: {r["modes"]}/{r["num_modes"]} modes, '
-            f'{100 * r["high_quality"]:.1f}% high quality ({r["seconds"]:.0f} s)', flush=True)
+  # A finished run's workdir is evaluated again, not retrained: a rerun resumes the table.
+  jobs = [(v, s, os.path.join(args.workdir, f'{v}_seed{s}'), args.smoke)
+          for v in variants for s in seeds]
+  with concurrent.futures.ProcessPoolExecutor(
+      args.jobs, mp_context=multiprocessing.get_context('spawn')) as pool:
+    done = list(pool.map(run_one, *zip(*jobs)))
+  results = {v: [r for (jv, *_), r in zip(jobs, done) if jv == v] for v in variants}
   print()
   print('seed  ' + ''.join(f'| {v:>22} ' for v in variants))
   print('      ' + ''.join('|  modes  high-quality % ' for _ in variants))
   for i, s in enumerate(seeds):
-    print(f'{s:>4}  ' + ''.join(f'| {results[v][i]["modes"]:>5}  {100 * results[v][i]["high_quality"]:>14.1f} '
-                                for v in variants))
+    cells = [results[v][i] for v in variants]
+    print(f'{s:>4}  ' + ''.join(f'| {r["modes"]:>5}  {100 * r["high_quality"]:>14.1f} ' for r in cells))
   means = {v: {'modes': float(np.mean([r['modes'] for r in results[v]])),
                'high_quality': float(np.mean([r['high_quality'] for r in results[v]])),
                'num_modes': results[v][0]['num_modes']} for v in variants}

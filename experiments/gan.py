@@ -12,8 +12,8 @@
       `python bench/gan_modes.py` runs both over 10 seeds.
   python launch.py --config=experiments/gan.py:grid25_collapse --workdir=/tmp/gan_collapse
       The documented failure: the saturating minimax loss with a discriminator
-      that trains 5 times per G step at 5x G's learning rate, no packing, no
-      penalty. G gets vanishing gradients where D is confident and drops modes.
+      that learns at 5x G's learning rate, no packing, no penalty, no EMA. G
+      gets vanishing gradients where D is confident and drops modes.
   :moons, :swissroll (manifolds; scatter plots only), :mnist, :cifar10 (need
   the datasets prepared: python -m genjax.data.prepare mnist).
 
@@ -50,6 +50,7 @@ def get_config(arg='digits'):
   c.model.d_depth = 3
   c.model.conditional = False
   c.model.pack = 1
+  c.model.data_scale = 1.0  # points: the networks see x / data_scale
 
   c.gan = ml_collections.ConfigDict()
   c.gan.loss = 'nonsaturating'
@@ -90,7 +91,8 @@ def _toy(c, variant):
   c.model.g_width = 128
   c.model.d_width = 128
   c.model.pack = 2
-  c.gan.r1_weight = 0.1
+  c.gan.r1_weight = 0.01
+  c.gan.ema = 0.99
   c.optim.g_lr = 1e-3
   c.optim.d_lr = 1e-3
   c.train.num_steps = 3000
@@ -105,7 +107,6 @@ def _toy(c, variant):
     c.model.pack = 1
     c.gan.loss = 'minimax'
     c.gan.r1_weight = 0.0
-    c.gan.n_critic = 5
     c.gan.ema = 0.0
     c.optim.d_lr = 5 * c.optim.g_lr
 

@@ -60,7 +60,7 @@ def _fd_grads(f, x, h=1e-3):
 def test_penalties_agree_with_finite_differences():
   d_fn = _smooth_critic()
   rng = np.random.default_rng(0)
-  real, fake = rng.normal(size=(6, 3)).astype(np.float32), rng.normal(size=(6, 3)).astype(np.float32)
+  real, fake = (rng.normal(size=(6, 3)).astype(np.float32) for _ in range(2))
   eps = rng.uniform(size=6).astype(np.float32)
   x_hat = eps[:, None] * real + (1 - eps[:, None]) * fake
   norms = np.linalg.norm(_fd_grads(d_fn, x_hat), axis=1)
@@ -140,7 +140,7 @@ def test_d_step_leaves_g_alone_and_g_step_leaves_d_alone():
   steps = family.tools['steps']
   batch = data.train_batch(0)
   state = family.init(jax.random.PRNGKey(0), batch)
-  real = gan.to_model(batch, data.info)
+  real = gan.to_model(batch, data.info, 1.0)
   label = batch['label']
   d_step = _on_one_device(lambda s, r, l, k: steps.d_step(s, r, l, k)[0])
   g_step = _on_one_device(lambda s, k: steps.g_step(s, 16, label, k)[0])
@@ -163,7 +163,7 @@ def test_training_moves_both_losses():
   steps = family.tools['steps']
   batch = data.train_batch(0)
   state0 = family.init(jax.random.PRNGKey(0), batch)
-  real = gan.to_model(batch, data.info)[None]
+  real = gan.to_model(batch, data.info, 1.0)[None]
   label = batch['label'][None]
   key = jax.random.PRNGKey(1)[None]  # the same fakes every step
   d_step = _on_one_device(lambda s, k: steps.d_step(s, real[0], label[0], k))

@@ -50,17 +50,18 @@ def make_optimizers(config):
   return tuple(opts)
 
 
-def to_model(batch, info):
-  """The batch's data as G's output space: images in [-1, 1], points as they are."""
+def to_model(batch, info, scale=1.0):
+  """The batch's data as G's output space: images in [-1, 1], points divided
+  by `scale` (model.data_scale: grid25's +-4 become +-1)."""
   if info.modality == 'image':
     return batch['image'].astype(jnp.float32) / (info.num_levels - 1) * 2.0 - 1.0
-  return batch['x'].astype(jnp.float32)
+  return batch['x'].astype(jnp.float32) / scale
 
 
-def from_model(x, info):
+def from_model(x, info, scale=1.0):
   if info.modality == 'image':
     return jnp.clip((x + 1.0) / 2.0 * (info.num_levels - 1), 0.0, info.num_levels - 1)
-  return x
+  return x * scale
 
 
 def per_example(rng, draw_one, n):
@@ -80,6 +81,7 @@ class Steps:
     self.g_tx, self.d_tx = make_optimizers(config)
     self.latent = config.model.latent_dim
     self.pack = config.model.pack
+    self.scale = config.model.get('data_scale', 1.0)
     self.cond = bool(config.model.conditional)
     g = config.gan
     self.kind, self.n_critic = g.loss, g.n_critic
@@ -95,7 +97,7 @@ class Steps:
                            label if self.cond else None)
 
   def init(self, rng, batch):
-    x = to_model(batch, self.info)[:max(self.pack, 1)]
+    x = to_model(batch, self.info, self.scale)[:max(self.pack, 1)]
     label = batch['label'][:x.shape[0]] if self.cond else None
     kg, kd = jax.random.split(rng)
     z = jnp.zeros((x.shape[0], self.latent))
@@ -147,7 +149,7 @@ class Steps:
     return state.replace(g_params=g_params, g_opt_state=g_opt, g_ema=g_ema), metrics
 
   def train_step(self, state, batch, rng):
-    x = to_model(batch, self.info)
+    x = to_model(batch, self.info, self.scale)
     B, n = x.shape[0], self.n_critic
     if B % (n * self.pack):
       raise ValueError(f'the per-device batch ({B}) must be a multiple of gan.n_critic * '
@@ -169,7 +171,7 @@ class Steps:
 
   def eval_step(self, state, batch, rng):
     """Sums of D on held-out real data and on as many fresh fakes (EMA G)."""
-    x = to_model(batch, self.info)
+    x = to_model(batch, self.info, self.scale)
     B = x.shape[0]
     label = batch['label'] if self.cond else None
     fake = self.generate(state.g_ema, self._z(rng, B), label)
@@ -203,7 +205,8 @@ def build(config, info):
   steps = Steps(config, info)
   truncation = config.sample.get('truncation', 0.0)
   classes = info.num_classes if steps.cond else 0
-  _gen = jax.jit(lambda params, z, label: from_model(steps.generate(params, z, label), info))
+  _gen = jax.jit(lambda params, z, label: from_model(steps.generate(params, z, label), info,
+                                                     steps.scale))
 
   def labels(n):
     return jnp.arange(n, dtype=jnp.int32) % classes if classes else jnp.zeros((n,), jnp.int32)

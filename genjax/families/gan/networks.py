@@ -86,7 +86,8 @@ class DCDiscriminator(nn.Module):
     k = num_upsamplings(min(x_BxHxWxC.shape[1:3]))
     h = nn.leaky_relu(nn.Conv(self.width // 2, (3, 3), padding='SAME')(x_BxHxWxC), 0.2)
     for i in range(k):
-      h = nn.leaky_relu(nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding='SAME')(h), 0.2)
+      h = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding='SAME')(h)
+      h = nn.leaky_relu(h, 0.2)
     h = h.reshape(h.shape[0], -1)
     return _head(h, label_B, self.num_classes)
 
