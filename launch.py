@@ -1,11 +1,13 @@
-"""Trains, samples or evaluates one genjax experiment.
+"""Trains, samples or evaluates one genjax experiment, a comparison, or a sweep.
 
   python launch.py --config=experiments/autoregressive.py:pysrc --workdir=/tmp/ar
   python launch.py --config=... --workdir=/tmp/ar --mode=sample --config.sample.temperature=0.7
   python launch.py --config=... --workdir=/tmp/ar --mode=eval
+  python launch.py --config=... --workdir=/tmp/sweep --sweep='optim.lr=1e-3,3e-4;seed=0,1'
 
 Running the same training command again resumes from the latest checkpoint.
-With no arguments it trains the default experiment into ./workdirs/default.
+With no arguments it runs the quick comparison of the five families on digits
+(experiments/compare.py) into ./workdirs/default.
 """
 import os
 import sys
@@ -13,13 +15,15 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-DEFAULT_CONFIG = 'experiments/autoregressive.py:pysrc'
+DEFAULT_CONFIG = 'experiments/compare.py:digits'
 config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_CONFIG),
     'Experiment config file[:variant].', lock_config=True)
 flags.DEFINE_string('workdir', 'workdirs/default', 'Checkpoints, metrics and samples go here.')
 flags.DEFINE_enum('mode', 'train', ['train', 'sample', 'eval'], 'What to do.')
 flags.DEFINE_string('split', None, 'eval mode: split to evaluate (default data.eval_split).')
+flags.DEFINE_string('sweep', None, "Overrides to sweep, 'a.b=1,2;seed=0,1': one run per "
+                    'combination, then a table (genjax.sweep).')
 flags.DEFINE_bool('distributed', False,
                   'Call jax.distributed.initialize() first: run the same command on every host.')
 FLAGS = flags.FLAGS
@@ -37,7 +41,14 @@ def main(argv):
     jax.distributed.initialize()
   logging.set_verbosity(logging.WARNING)
   try:
-    run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
+    if FLAGS.config.family == 'compare':
+      from genjax import compare
+      compare.main(FLAGS.config, FLAGS.workdir, command=' '.join(['python'] + sys.argv))
+    elif FLAGS.sweep:
+      from genjax import sweep
+      sweep.main(FLAGS.config, FLAGS.workdir, FLAGS.sweep, run.main)
+    else:
+      run.main(FLAGS.config, FLAGS.workdir, FLAGS.mode, FLAGS.split)
   except GenjaxError as e:
     sys.exit(f'genjax: {e}')  # one actionable sentence, no traceback
 

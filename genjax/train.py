@@ -138,7 +138,7 @@ def train_and_evaluate(ex):
       pending.append(metrics)
       done = step + 1
       bar.update(1)
-      is_last = done == tc.num_steps
+      is_last = done == tc.num_steps or _out_of_time(tc, t0)
       saving = tc.checkpoint_every > 0 and done % tc.checkpoint_every == 0
       if done % tc.log_every == 0 or is_last or saving:  # never checkpoint an unchecked NaN
         logged = jax.device_get(pending)
@@ -159,6 +159,8 @@ def train_and_evaluate(ex):
       if is_last and ex.last_samples is not None:
         bar.write(f'step {done}: samples in {ex.last_samples[1]}')
       ex.checkpointer.maybe_save(done, host_state, force=is_last)
+      if is_last:
+        break
   except KeyboardInterrupt:
     # Keep the work done so far: the same command resumes from here.
     if done > start:
@@ -179,6 +181,17 @@ def train_and_evaluate(ex):
     host_state = functools.lru_cache(maxsize=1)(lambda: ex.state)
     final = {e.name: e.run(done, rstate, host_state, True) for e in ex.evaluators}
   return final
+
+
+def _out_of_time(tc, t0):
+  """Whether train.max_seconds (0 = no limit) has passed; hosts agree on it."""
+  limit = tc.get('max_seconds', 0)
+  if not limit:
+    return False
+  late = np.int32(time.time() - t0 >= limit)
+  if jax.process_count() > 1:
+    late = multihost_utils.process_allgather(late).max()
+  return bool(late)
 
 
 def _format(metrics):

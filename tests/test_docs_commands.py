@@ -43,7 +43,7 @@ def tiny(cmd, tmp):
   args = shlex.split(cmd)[1:]
   out, internet = [sys.executable], False
   if args[0] == 'launch.py' and not any(a.startswith('--config=') for a in args):
-    args.append('--config=experiments/autoregressive.py:pysrc')  # launch.py's default
+    args.append('--config=' + re.search(r"DEFAULT_CONFIG = '(.*)'", open(os.path.join(ROOT, 'launch.py')).read())[1])
   if args[0] == 'launch.py' and not any(a.startswith('--workdir=') for a in args):
     args.append('--workdir=workdirs/default')
   for a in args:

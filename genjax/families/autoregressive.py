@@ -136,7 +136,10 @@ def build(config, info):
 
   return base.Family(name='autoregressive', init=init, train_step=train_step,
                      eval_step=eval_step, sample=sample, likelihood='exact',
-                     state_fields=('model', 'data.seq_len'))
+                     state_fields=('model', 'data.seq_len'),
+                     # One (cached) forward pass per generated token, after the prompt's prefill.
+                     tools={'network_evals': model.max_len if info.modality == 'image'
+                            else 1 + sample_cfg.length})
 
 
 def generate_text(decode_fn, params, prompt_P, num_samples, length, max_len, rng):

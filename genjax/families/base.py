@@ -49,7 +49,9 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
   state_fields: the config fields (dotted paths) that fix the state's shapes
       or meaning; a checkpoint written under other values is refused.
   tools: named host-side callables beyond `sample` that evaluators and
-      notebooks may use (a flow's `log_prob`, a VAE's `reconstruct`, ...).
+      notebooks may use (a flow's `log_prob`, a VAE's `reconstruct`, ...),
+      and `network_evals`: the network evaluations `sample` spends per sample
+      (the comparison reports it).
 """
 import dataclasses
 from typing import Any, Callable

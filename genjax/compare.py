@@ -1,0 +1,243 @@
+"""The comparison: every family trained on one dataset under one budget, then
+measured with the same metrics (genjax.evals), N seeds each.
+
+`main(config, workdir)` runs what `experiments/compare.py` describes: for each
+family and seed, the family's own experiment config (`experiments/<family>.py`
+at the named variant) with the comparison's seed and budget, in
+`workdir/<family>/seed_<k>`; then it writes to `workdir`
+
+  report.md   the table (mean +/- std over seeds) with each metric defined under it
+  report.json the same numbers, per seed too
+  samples.png the families' samples side by side, a row each
+  curves.png  each family's training loss against wall time
+  cost.png    sample quality (Fréchet distance) against seconds per sample
+
+Every cell comes from a run; a metric a family cannot give is 'n/a'.
+"""
+import importlib
+import json
+import math
+import os
+import time
+
+import jax
+import numpy as np
+
+from genjax import run, train, writers
+from genjax.evals import classifier, quality
+
+# Metrics in the table: (key, header, definition, format).
+COLUMNS = (
+    ('bpd', 'test bits/dim', 'negative log-likelihood of the test split in bits per dimension; '
+     'exact for the AR model and the flow (the flow\'s is the dequantised bound, valid for the '
+     'discrete data), an upper bound for the VAE (IWAE) and diffusion (variational bound), '
+     'none for the GAN', '{:.3f}'),
+    ('fd', 'FD', 'Fréchet distance between samples and the train split in the feature space of '
+     'a small classifier trained on the same split (lower is better)', '{:.2f}'),
+    ('precision', 'precision', 'share of samples inside the k-NN (k=3) manifold of the train '
+     'split (Kynkäänniemi et al. 2019)', '{:.3f}'),
+    ('recall', 'recall', 'share of train examples inside the samples\' k-NN manifold', '{:.3f}'),
+    ('entropy', 'class entropy', 'entropy (nats) of the classifier\'s class histogram of the '
+     'samples; log 10 = 2.303 is uniform over the digits, 0 is one class only', '{:.3f}'),
+    ('network_evals', 'net evals / sample', 'network evaluations to draw one sample', '{:.0f}'),
+    ('samples_per_s', 'samples/s', 'samples per second after compilation, batches of '
+     '`cost.num_samples`, same machine and process', '{:.1f}'),
+    ('sample_compile_s', 'sampler compile (s)', 'first sampling call minus a later one',
+     '{:.1f}'),
+    ('train_s', 'train (s)', 'wall time of the training loop (the budget)', '{:.0f}'),
+    ('steps', 'steps', 'training steps reached within the budget', '{:.0f}'),
+    ('roughness', 'loss roughness', 'std of the step-to-step change of the logged headline '
+     'loss over the second half of training, over its mean absolute value', '{:.3f}'),
+)
+
+
+def family_config(name, fam, c, seed):
+  module = importlib.import_module(f'experiments.{name}')
+  config = module.get_config(fam.variant + (',smoke' if c.smoke else ''))
+  config.seed = seed
+  config.data.name = c.dataset
+  if not c.smoke:
+    config.train.num_steps = fam.num_steps
+    config.train.max_seconds = c.budget_seconds
+  config.train.progress_bar = False
+  config.sample.num_samples = 0  # the comparison draws its own
+  # The comparison measures samples itself, on the final model; keep the
+  # likelihood evaluators (validation for selection, test at the end).
+  for name in list(config.evals.keys()):
+    if config.evals[name].kind not in ('likelihood',):
+      del config.evals[name]
+  for key, value in fam.get('overrides', {}).items():
+    node = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return config
+
+
+def sampling_cost(family, state, num_samples, repeats=2):
+  """(samples/s after compilation, compile seconds, last samples)."""
+  rng = jax.random.PRNGKey(0)
+  t = time.perf_counter()
+  samples = family.sample(state, rng, num_samples)
+  first = time.perf_counter() - t
+  best = float('inf')
+  for i in range(repeats):
+    t = time.perf_counter()
+    samples = family.sample(state, jax.random.fold_in(rng, i + 1), num_samples)
+    jax.block_until_ready(jax.tree_util.tree_leaves(samples))
+    best = min(best, time.perf_counter() - t)
+  return num_samples / best, max(first - best, 0.0), samples
+
+
+def roughness(workdir, headline):
+  values = [r[headline] for r in _records(workdir) if r['split'] == 'train' and headline in r]
+  half = np.asarray(values[len(values) // 2:], np.float64)
+  if len(half) < 3 or not np.all(np.isfinite(half)):
+    return float('nan')
+  return float(np.std(np.diff(half)) / max(np.mean(np.abs(half)), 1e-12))
+
+
+def _records(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [json.loads(line) for line in f]
+
+
+def run_one(name, fam, c, seed, workdir):
+  """Trains one family with one seed and measures it; returns its metrics and samples."""
+  config = family_config(name, fam, c, seed)
+  ex = run.experiment(config, workdir)
+  final = train.train_and_evaluate(ex)
+  if 'stopped_by' in final:  # SIGTERM: the family's checkpoint is saved
+    return final, None, None
+  out = {'family': name, 'seed': seed, 'steps': ex.step, 'workdir': workdir,
+         'headline': ex.family.headline, 'likelihood': ex.family.likelihood,
+         'network_evals': ex.family.tools.get('network_evals')}
+  test = final.get('test', {})
+  if ex.family.likelihood != 'none' and 'bpd' in test:
+    out['bpd'] = test['bpd']
+  train_records = [r for r in _records(workdir) if r['split'] == 'train']
+  out['train_s'] = train_records[-1]['elapsed_s'] if train_records else float('nan')
+  out['roughness'] = roughness(workdir, ex.family.headline)
+  out['samples_per_s'], out['sample_compile_s'], samples = sampling_cost(
+      ex.family, ex.state, c.cost.num_samples)
+  if 'image' in samples:
+    clf = classifier.load(config.data.name, config.data.data_dir)
+    real = clf.features(_images(ex.data, 'train'))
+    fake = clf.features(samples['image'])
+    out['fd'] = quality.frechet_distance(fake, real)
+    out['precision'], out['recall'] = quality.knn_precision_recall(real, fake)
+    out['entropy'] = classifier.histogram_stats(clf.predict(samples['image']))['entropy']
+    out['classifier_test_accuracy'] = clf.test_accuracy
+  return out, samples, ex.data.info
+
+
+def _images(data, split):
+  return np.concatenate([b['image'][b['mask']] for b in data.eval_batches(split)])
+
+
+def aggregate(rows):
+  """{family: {metric: (mean, std, n)}} over seeds."""
+  out = {}
+  for row in rows:
+    fam = out.setdefault(row['family'], {})
+    for key, value in row.items():
+      if isinstance(value, (int, float)) and not isinstance(value, bool) and key != 'seed':
+        fam.setdefault(key, []).append(float(value))
+  return {f: {k: (float(np.mean(v)), float(np.std(v)), len(v)) for k, v in m.items()}
+          for f, m in out.items()}
+
+
+def markdown(summary, rows, command):
+  likelihood = {r['family']: r['likelihood'] for r in rows}
+  lines = [f'```bash\n{command}\n```', '',
+           '| family | likelihood | ' + ' | '.join(h for _, h, _, _ in COLUMNS) + ' |',
+           '|---|---|' + '---:|' * len(COLUMNS)]
+  for fam, metrics in summary.items():
+    cells = []
+    for key, _, _, fmt in COLUMNS:
+      if key not in metrics or not math.isfinite(metrics[key][0]):
+        cells.append('n/a')
+        continue
+      mean, std, n = metrics[key]
+      cells.append(fmt.format(mean) + (f' ± {fmt.format(std)}' if n > 1 else ''))
+    lines.append(f'| {fam} | {likelihood[fam]} | ' + ' | '.join(cells) + ' |')
+  seeds = max(len({r['seed'] for r in rows if r['family'] == f}) for f in summary)
+  lines += ['', f'Mean ± std over {seeds} seed(s) where more than one ran. Definitions:', '']
+  lines += [f'- **{h}**: {d}.' for _, h, d, _ in COLUMNS]
+  return '\n'.join(lines) + '\n'
+
+
+def figures(workdir, rows, samples_by_family, info):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  # Samples side by side: a row per family (16 each), left label in the file name order.
+  images = [s['image'][:16] for s in samples_by_family.values() if 'image' in s]
+  if images:
+    n = min(len(x) for x in images)
+    rows_of = np.repeat(np.arange(len(images)), n)
+    writers.save_image_grid(os.path.join(workdir, 'samples.png'),
+                            np.concatenate([x[:n] for x in images]), info.value_range,
+                            rows_of=rows_of)
+    with open(os.path.join(workdir, 'samples.txt'), 'w') as f:
+      f.write('rows of samples.png, top to bottom: ' + ', '.join(
+          k for k, s in samples_by_family.items() if 'image' in s) + '\n')
+  # Loss curves, one panel per family (their losses are not on one scale).
+  fams = sorted({r['family'] for r in rows})
+  fig, axes = plt.subplots(1, len(fams), figsize=(3.2 * len(fams), 3), squeeze=False)
+  for ax, fam in zip(axes[0], fams):
+    for r in rows:
+      if r['family'] == fam:
+        recs = [x for x in _records(r['workdir']) if x['split'] == 'train']
+        ax.plot([x['elapsed_s'] for x in recs], [x[r['headline']] for x in recs],
+                label=f'seed {r["seed"]}')
+    ax.set_title(fam)
+    ax.set_xlabel('seconds')
+    ax.set_ylabel(next(r['headline'] for r in rows if r['family'] == fam))
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, 'curves.png'))
+  plt.close(fig)
+  # Quality against cost.
+  fig, ax = plt.subplots(figsize=(5, 4))
+  for r in rows:
+    if 'fd' in r and r.get('samples_per_s'):
+      ax.scatter(1.0 / r['samples_per_s'], r['fd'])
+      ax.annotate(r['family'], (1.0 / r['samples_per_s'], r['fd']), fontsize=8)
+  ax.set_xscale('log')
+  ax.set_xlabel('seconds per sample (after compilation)')
+  ax.set_ylabel('Fréchet distance (classifier features)')
+  fig.tight_layout()
+  fig.savefig(os.path.join(workdir, 'cost.png'))
+  plt.close(fig)
+
+
+def main(config, workdir, command='python launch.py'):
+  os.makedirs(workdir, exist_ok=True)
+  rows, samples_by_family = [], {}
+  only = [n for n in config.only.split(',') if n]
+  for name, fam in config.families.items():
+    if only and name not in only:
+      continue
+    for seed in range(config.seeds):
+      wd = os.path.join(workdir, name, f'seed_{seed}')
+      print(f'compare: {name}, seed {seed} -> {wd}', flush=True)
+      row, samples, info = run_one(name, fam, config, seed, wd)
+      if 'stopped_by' in row:
+        print('compare: stopped; the same command resumes (finished runs are only re-measured)',
+              flush=True)
+        return row
+      rows.append(row)
+      samples_by_family.setdefault(name, samples)
+      print('compare: ' + json.dumps({k: v for k, v in row.items() if k != 'workdir'}), flush=True)
+  summary = aggregate(rows)
+  with open(os.path.join(workdir, 'report.json'), 'w') as f:
+    json.dump({'config': json.loads(config.to_json()), 'summary': summary, 'runs': rows}, f,
+              indent=2)
+  report = markdown(summary, rows, command)
+  with open(os.path.join(workdir, 'report.md'), 'w') as f:
+    f.write(report)
+  figures(workdir, rows, samples_by_family, info)
+  print(report)
+  print(f'report in {workdir}: report.md, report.json, samples.png, curves.png, cost.png')
+  return summary
