@@ -6,8 +6,7 @@
   python launch.py --config=... --workdir=/tmp/sweep --sweep='optim.lr=1e-3,3e-4;seed=0,1'
 
 Running the same training command again resumes from the latest checkpoint.
-With no arguments it runs the quick comparison of the five families on digits
-(experiments/compare.py) into ./workdirs/default.
+With no arguments it trains the default experiment into ./workdirs/default.
 """
 import os
 import sys
@@ -15,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-DEFAULT_CONFIG = 'experiments/compare.py:digits'
+DEFAULT_CONFIG = 'experiments/autoregressive.py:pysrc'
 config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_CONFIG),
     'Experiment config file[:variant].', lock_config=True)

@@ -1,10 +1,11 @@
 """The five families on one dataset, one budget, the same metrics.
 
-  python launch.py
-      = --config=experiments/compare.py:digits --workdir=workdirs/default: the
-      quick comparison on 8x8 digits, one seed, each family trained for at
+  python launch.py --config=experiments/compare.py:digits --workdir=/tmp/compare
+      The quick comparison on 8x8 digits, one seed, each family trained for at
       most `budget_seconds` of wall time; writes report.md, report.json,
-      samples.png, curves.png and cost.png to the workdir.
+      samples.png, curves.png and cost.png to the workdir. (The per-family
+      step counts are first guesses; the budget is not yet tuned to the
+      15-minute target.)
   python launch.py --config=experiments/compare.py:digits_full --workdir=/tmp/compare_full
       Longer budget, 3 seeds (mean +/- std).
 
