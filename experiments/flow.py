@@ -1,11 +1,18 @@
 """Normalizing flows (RealNVP / Glow): exact likelihood by change of variables.
 
   python launch.py --config=experiments/flow.py:digits --workdir=/tmp/flow_digits
-      Multi-scale flow on the 8x8 digits (17 levels, uniform dequantisation).
-      RESULT_DIGITS
+      Multi-scale flow on the 8x8 digits (17 levels, uniform dequantisation),
+      400 steps, validation every 100. Reaches 2.15 bits/dim (95.6 nats/image,
+      the dequantised bound) on the 447 test images, evaluated once at the end
+      (validation 2.22); anomaly ROC AUC 1.00 for noise and inverted images.
+      2.5 CPU-minutes; 19 minutes wall on a 2-core CPU shared with ~5 other
+      jobs (load average 25), about 3 minutes on an idle one.
   python launch.py --config=experiments/flow.py:moons --workdir=/tmp/flow_moons
-      Vector RealNVP on toy2d/moons (also :ring8, :grid25, :swissroll).
-      RESULT_TOY
+      Vector RealNVP (8 couplings, MLP width 128) on toy2d/moons (also
+      :ring8, :grid25, :swissroll), 3,000 steps; figures/ holds the density heat
+      map. moons: test NLL 0.371 nats (5.5 minutes wall on the loaded CPU).
+      ring8: test NLL -2.58 nats against -4.31 for the true mixture, a gap of
+      1.73 nats; 8/8 modes (15 minutes wall on the loaded CPU).
   python launch.py --config=experiments/flow.py:mnist --workdir=/tmp/flow_mnist
   python launch.py --config=experiments/flow.py:cifar10 --workdir=/tmp/flow_cifar10
       Glow-sized multi-scale flows on 256-level images; they need the TFDS
