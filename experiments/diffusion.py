@@ -2,9 +2,17 @@
 
   python launch.py --config=experiments/diffusion.py:digits --workdir=/tmp/diff_digits
       Class-conditional U-Net on 8x8 digits (17 grey levels), T=1000 linear
-      schedule, lattice head, trained on the bound. RESULTS_DIGITS
+      schedule, lattice head, trained on the bound, 2,000 steps of 64.
+      Measured (uncommitted-tree run, /tmp/diff_d2): test bound 2.19 bits/dim
+      (97.3 nats/image; class-conditional 2.10), validation 2.72 (the
+      validation images are harder under every model we tried); each sample
+      row shows its digit at guidance 2. It took 57 minutes on a 2-core CPU
+      shared with ~20 other busy processes (load average 20-27); the time on
+      an idle machine was not measured.
   python launch.py --config=experiments/diffusion.py:grid25 --workdir=/tmp/diff_grid25
-      MLP denoiser on 25 Gaussians; mode coverage of 2,500 samples. RESULTS_GRID25
+      MLP denoiser on 25 Gaussians; mode coverage of 2,500 DDPM samples.
+      At 2,000 steps (--config.train.num_steps=2000): 25 of 25 modes covered,
+      28% of samples within 3 std of a mode (KL to uniform 0.19).
   (ring8, moons, swissroll likewise.)
   python launch.py --config=experiments/diffusion.py:mnist --workdir=/tmp/diff_mnist
   python launch.py --config=experiments/diffusion.py:cifar10 --workdir=/tmp/diff_cifar10
