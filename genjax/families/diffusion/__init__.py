@@ -230,7 +230,9 @@ def build(config, info):
     passes = 2 if num_classes and scale not in (0, 1) else 1
     return samplers.num_function_evals(sampler, sched, steps or sc.ddim_steps, passes)
 
-  tools = dict(apply=apply, schedule=sched, nfe=nfe, generate=_generate, to_output=to_output)
+  # network_evals: what `sample` spends per sample (2 passes per step when guided).
+  tools = dict(apply=apply, schedule=sched, nfe=nfe, generate=_generate, to_output=to_output,
+               network_evals=nfe(sc.sampler))
   if is_image:
     tools['figures'] = figures_lib.make(config, info, apply, sched, _generate, to_output, nfe,
                                         sample_labels, num_classes, null)
