@@ -31,6 +31,9 @@ from genjax.errors import GenjaxError
 
 # Builders defined in genjax; they prepare offline, so they are prepared on first use.
 OFFLINE = ('toy2d', 'digits', 'pysrc')
+# A host's share of an image or point split up to this size is read into memory
+# once (record-by-record reads cost more than a small model's step).
+IN_MEMORY_BYTES = 512 * 2 ** 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,6 +158,7 @@ class Dataset:
     self._batch = _local_batch(cfg.batch_size, 'data.batch_size')
     self._eval_batch = _local_batch(cfg.eval_batch_size, 'data.eval_batch_size')
     self._text = {}
+    self._arrays = {}
     self._perms = collections.OrderedDict()
 
   # ---------------------------------------------------------------- reading
@@ -184,6 +188,16 @@ class Dataset:
     return full[lo:hi]
 
   def _read(self, split, indices):
+    """Examples `indices` (of this host's range) of an image or point split."""
+    lo, hi = _host_range(len(self._source(split)))
+    size = (hi - lo) * int(np.prod(self.info.shape)) * (1 if self.info.modality == 'image' else 4)
+    if size > IN_MEMORY_BYTES:
+      return self._read_records(split, indices)
+    if split not in self._arrays:  # small: this host's share, read once
+      self._arrays[split] = self._read_records(split, np.arange(lo, hi))
+    return {k: v[np.asarray(indices) - lo] for k, v in self._arrays[split].items()}
+
+  def _read_records(self, split, indices):
     records = self._source(split).__getitems__([int(i) for i in indices])
     keys = ('image', 'label') if self.info.modality == 'image' else ('x', 'label')
     out = {k: np.stack([np.asarray(r[k]) for r in records]) for k in keys if k in records[0]}
