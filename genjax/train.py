@@ -176,7 +176,7 @@ def train_and_evaluate(ex):
   ex.state = parallel.unreplicate(rstate)
   if stop.requested:
     return {'stopped_by': stop.requested, 'step': done}
-  if not final:  # the workdir already held a finished run: evaluate it
+  if done == start:  # the workdir already held a finished run: evaluate it
     print(f'{workdir} already holds a run of {start} steps; evaluating it', flush=True)
     host_state = functools.lru_cache(maxsize=1)(lambda: ex.state)
     final = {e.name: e.run(done, rstate, host_state, True) for e in ex.evaluators}
