@@ -23,7 +23,7 @@ import time
 import jax
 import numpy as np
 
-from genjax import run, train, writers
+from genjax import run, sweep, train, writers
 from genjax.evals import classifier, quality
 
 # Metrics in the table: (key, header, definition, format).
@@ -66,13 +66,7 @@ def family_config(name, fam, c, seed):
   for name in list(config.evals.keys()):
     if config.evals[name].kind not in ('likelihood',):
       del config.evals[name]
-  for key, value in fam.get('overrides', {}).items():
-    node = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
+  return sweep.apply(config, fam.get('overrides', {}))
 
 
 def sampling_cost(family, state, num_samples, repeats=2):
@@ -123,17 +117,13 @@ def run_one(name, fam, c, seed, workdir):
       ex.family, ex.state, c.cost.num_samples)
   if 'image' in samples:
     clf = classifier.load(config.data.name, config.data.data_dir)
-    real = clf.features(_images(ex.data, 'train'))
+    real = clf.features(quality.split_images(ex.data, 'train'))
     fake = clf.features(samples['image'])
     out['fd'] = quality.frechet_distance(fake, real)
     out['precision'], out['recall'] = quality.knn_precision_recall(real, fake)
     out['entropy'] = classifier.histogram_stats(clf.predict(samples['image']))['entropy']
     out['classifier_test_accuracy'] = clf.test_accuracy
   return out, samples, ex.data.info
-
-
-def _images(data, split):
-  return np.concatenate([b['image'][b['mask']] for b in data.eval_batches(split)])
 
 
 def aggregate(rows):

@@ -50,7 +50,8 @@ def knn_precision_recall(real_NxD, fake_MxD, k=3):
   return float(precision), float(recall)
 
 
-def _split_images(data, split):
+def split_images(data, split):
+  """Every real image of `split` (this host's share), unpadded."""
   images = [b['image'][b['mask']] for b in data.eval_batches(split)]
   return np.concatenate(images)
 
@@ -72,7 +73,7 @@ class Evaluator:
       return {}
     clf = classifier.load(self.ex.config.data.name, self.ex.config.data.data_dir, **self.settings)
     if self._real is None:
-      self._real = clf.features(_split_images(self.ex.data, self.cfg.get('split', 'train')))
+      self._real = clf.features(split_images(self.ex.data, self.cfg.get('split', 'train')))
     rng = jax.random.fold_in(self.ex.stream('eval', zlib.crc32(self.name.encode())), step)
     fake = clf.features(self.ex.family.sample(host_state(), rng, self.cfg.num_samples)['image'])
     precision, recall = knn_precision_recall(self._real, fake, self.cfg.get('k', 3))
