@@ -19,6 +19,12 @@ import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 jax.config.update('jax_default_matmul_precision', 'highest')
 
 
+def pytest_xdist_auto_num_workers(config):
+  """`-n auto`: a worker per core, at most 4 (each holds a JAX runtime and its compiles)."""
+  del config
+  return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def tiny_ar_config(variant='digits'):
   """The experiment's config, shrunk so a step compiles and runs in a moment."""
   from experiments import autoregressive  # pylint: disable=g-import-not-at-top

@@ -15,7 +15,9 @@ Batches are dicts of numpy arrays with a leading batch axis:
 Eval batches also hold 'mask' (B,), False on the padding of the last batch.
 """
 import collections
+import contextlib
 import dataclasses
+import fcntl
 import os
 import queue
 import socket
@@ -75,9 +77,33 @@ def _resolves(host):
     return False
 
 
+@contextlib.contextmanager
+def file_lock(path):
+  """Holds an exclusive lock on `path` (created if missing) for the block: two
+  processes sharing a data dir prepare a dataset or a cache once, not together."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+  with open(path, 'a') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def get_builder(name, data_dir, download=True, check_online=True):
   """Returns a prepared array_record builder, preparing offline datasets."""
   data_dir = data_dir or default_data_dir()
+  builder = _builder(name, data_dir)
+  if builder.is_prepared():
+    return builder
+  with file_lock(os.path.join(data_dir, f'.{name.replace("/", "_")}.lock')):
+    builder = _builder(name, data_dir)  # another process may have prepared it meanwhile
+    if builder.is_prepared():
+      return builder
+    return _prepare(builder, name, data_dir, download, check_online)
+
+
+def _builder(name, data_dir):
   try:
     builder = tfds.builder(name, data_dir=data_dir, file_format='array_record')
   except tfds.core.registered.DatasetNotFoundError as e:
@@ -89,8 +115,10 @@ def get_builder(name, data_dir, download=True, check_online=True):
     raise DatasetError(f'dataset {name!r} in {data_dir} was prepared as tfrecord; genjax reads '
                        'array_record. Convert it with `tfds convert_format` or point '
                        'data.data_dir elsewhere.') from e
-  if builder.is_prepared():
-    return builder
+  return builder
+
+
+def _prepare(builder, name, data_dir, download, check_online):
   base = name.split('/')[0].split(':')[0]
   prepare_cmd = f'python -m genjax.data.prepare {name} --data_dir={data_dir}'
   if base not in OFFLINE and not download:

@@ -134,29 +134,34 @@ def load(dataset, data_dir='', **settings):
   if info.modality != 'image' or not info.num_classes:
     raise ValueError(f'the classifier needs a labelled image dataset; {dataset!r} is not one')
   module = ConvNet(info.num_classes, s['width'])
-  if os.path.exists(path + '.json'):
-    with open(path + '.json') as f:
-      meta = json.load(f)
-    template = module.init(jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(info.shape)))['params']
-    with open(path + '.msgpack', 'rb') as f:
-      params = flax.serialization.from_bytes(template, f.read())
-  else:
-    images, labels = _read_split(builder, 'train')
-    module, params = train_classifier(images, labels, info.num_classes, info.num_levels, s)
-    test_images, test_labels = _read_split(builder, 'test')
-    clf = Classifier(module, params, info.num_levels, None)
-    acc = float(np.mean(clf.predict(test_images).argmax(-1) == test_labels))
-    meta = {'dataset': dataset, 'settings': s, 'test_accuracy': acc,
-            'train_examples': len(labels), 'test_examples': len(test_labels)}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + '.msgpack.tmp', 'wb') as f:
-      f.write(flax.serialization.to_bytes(params))
-    os.replace(path + '.msgpack.tmp', path + '.msgpack')
-    with open(path + '.json.tmp', 'w') as f:  # written last: it marks the cache complete
-      json.dump(meta, f, indent=2)
-    os.replace(path + '.json.tmp', path + '.json')
+  if not os.path.exists(path + '.json'):
+    with pipeline.file_lock(path + '.lock'):  # trained once when several processes ask
+      if not os.path.exists(path + '.json'):
+        _train_and_cache(builder, dataset, info, s, path)
+  with open(path + '.json') as f:
+    meta = json.load(f)
+  template = module.init(jax.random.PRNGKey(0), jnp.zeros((1,) + tuple(info.shape)))['params']
+  with open(path + '.msgpack', 'rb') as f:
+    params = flax.serialization.from_bytes(template, f.read())
   _LOADED[path] = Classifier(module, params, info.num_levels, meta['test_accuracy'])
   return _LOADED[path]
+
+
+def _train_and_cache(builder, dataset, info, s, path):
+  images, labels = _read_split(builder, 'train')
+  module, params = train_classifier(images, labels, info.num_classes, info.num_levels, s)
+  test_images, test_labels = _read_split(builder, 'test')
+  clf = Classifier(module, params, info.num_levels, None)
+  acc = float(np.mean(clf.predict(test_images).argmax(-1) == test_labels))
+  meta = {'dataset': dataset, 'settings': s, 'test_accuracy': acc,
+          'train_examples': len(labels), 'test_examples': len(test_labels)}
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path + '.msgpack.tmp', 'wb') as f:
+    f.write(flax.serialization.to_bytes(params))
+  os.replace(path + '.msgpack.tmp', path + '.msgpack')
+  with open(path + '.json.tmp', 'w') as f:  # written last: it marks the cache complete
+    json.dump(meta, f, indent=2)
+  os.replace(path + '.json.tmp', path + '.json')
 
 
 def features(images, dataset='digits', data_dir='', **settings):
