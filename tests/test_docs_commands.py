@@ -4,8 +4,9 @@ variant, workdirs move under a temporary folder, bench scripts get --smoke.
 Commands for datasets that need internet must stop at the one-sentence
 'not prepared' error (this machine prepares nothing from the network).
 
-The commands run in the order they are documented (a --mode=sample command
-finds the checkpoint its training command wrote), in this interpreter's
+Commands that share a workdir run as one chain, in the order they are
+documented (a --mode=sample command finds the checkpoint its training command
+wrote); chains are independent tests. They run in this interpreter's
 environment: in CI that is the README's fresh virtualenv, with no PYTHONPATH.
 """
 import glob
@@ -87,16 +88,25 @@ def test_the_documented_commands_are_found():
 
 def chain(cmd):
   """Commands that share a workdir build on each other (train, then sample, eval,
-  report): one xdist group, so they run on one worker in the documented order."""
+  report): they form one chain, run in the documented order in one test."""
   paths = re.findall(r'(?:--workdir=|\s)/tmp/([\w.-]+)', cmd)
   return paths[0] if paths else cmd
 
 
-@pytest.mark.parametrize('cmd', [pytest.param(c, marks=pytest.mark.xdist_group(chain(c)))
-                                 for c in documented_commands()])
-def test_documented_command_runs(cmd, tmp_path_factory):
-  tmp = str(tmp_path_factory.getbasetemp() / 'docs')  # shared: commands build on each other
-  os.makedirs(tmp, exist_ok=True)
+def chains():
+  out = {}
+  for cmd in documented_commands():
+    out.setdefault(chain(cmd), []).append(cmd)
+  return out
+
+
+@pytest.mark.parametrize('cmds', list(chains().values()), ids=list(chains()))
+def test_documented_commands_run(cmds, tmp_path):
+  for cmd in cmds:
+    _run_documented(cmd, str(tmp_path))
+
+
+def _run_documented(cmd, tmp):
   argv, internet = tiny(cmd, tmp)
   if internet and 'genjax.data.prepare' in argv:
     pytest.skip('prepares a dataset from the internet')
@@ -104,7 +114,7 @@ def test_documented_command_runs(cmd, tmp_path_factory):
   env['XLA_FLAGS'] = ''  # one device, as a user's laptop has
   out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   if internet:
-    assert out.returncode != 0
+    assert out.returncode != 0, f'{cmd}: ran without its dataset'
     last = out.stderr.strip().splitlines()[-1]
     assert 'is not prepared' in last and 'Traceback' not in out.stderr, out.stderr[-2000:]
   else:
