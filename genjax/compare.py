@@ -15,10 +15,12 @@ at the named variant) with the comparison's seed and budget, in
 Every cell comes from a run; a metric a family cannot give is 'n/a'.
 """
 import importlib
+import functools
 import json
 import math
 import os
 import time
+import types
 
 import jax
 import numpy as np
@@ -66,7 +68,10 @@ def family_config(name, fam, c, seed):
   for name in list(config.evals.keys()):
     if config.evals[name].kind not in ('likelihood',):
       del config.evals[name]
-  return sweep.apply(config, fam.get('overrides', {}))
+  source = f'experiments/compare.py families.{name}.overrides'
+  for overrides in sweep.parse(fam.get('overrides', ''), source)[:1]:
+    config = sweep.apply(config, overrides, source)
+  return config
 
 
 def sampling_cost(family, state, num_samples, repeats=2):
@@ -118,12 +123,26 @@ def run_one(name, fam, c, seed, workdir):
   if 'image' in samples:
     clf = classifier.load(config.data.name, config.data.data_dir)
     real = clf.features(quality.split_images(ex.data, 'train'))
-    fake = clf.features(samples['image'])
-    out['fd'] = quality.frechet_distance(fake, real)
-    out['precision'], out['recall'] = quality.knn_precision_recall(real, fake)
-    out['entropy'] = classifier.histogram_stats(clf.predict(samples['image']))['entropy']
+    out.update(image_quality(clf, real, samples['image']))
     out['classifier_test_accuracy'] = clf.test_accuracy
+    # The same model under its other samplers (diffusion: DDIM step counts, DDPM).
+    settings = ex.family.tools.get('sampler_settings')
+    out['cost_points'] = []
+    for label, kwargs, evals in (settings(tuple(c.cost.ddim_steps)) if settings else []):
+      sampler = functools.partial(ex.family.sample, **kwargs)
+      per_s, _, extra = sampling_cost(types.SimpleNamespace(sample=sampler), ex.state,
+                                      c.cost.num_samples)
+      out['cost_points'].append({'sampler': label, 'network_evals': evals, 'samples_per_s': per_s,
+                                 **image_quality(clf, real, extra['image'])})
   return out, samples, ex.data.info
+
+
+def image_quality(clf, real_features, images):
+  """FD, k-NN precision and recall against the real features, and class entropy."""
+  fake = clf.features(images)
+  precision, recall = quality.knn_precision_recall(real_features, fake)
+  return {'fd': quality.frechet_distance(fake, real_features), 'precision': precision,
+          'recall': recall, 'entropy': classifier.histogram_stats(clf.predict(images))['entropy']}
 
 
 def aggregate(rows):
@@ -158,6 +177,19 @@ def markdown(summary, rows, command):
   return '\n'.join(lines) + '\n'
 
 
+def cost_table(rows):
+  """Quality against cost for the families with several samplers (seed 0)."""
+  points = [(r['family'], p) for r in rows if r['seed'] == 0 for p in r.get('cost_points', [])]
+  if not points:
+    return ''
+  lines = ['', 'The same trained model under other samplers (seed 0; cost.png plots them):', '',
+           '| family | sampler | net evals / sample | samples/s | FD | precision | recall |',
+           '|---|---|---:|---:|---:|---:|---:|']
+  lines += [f"| {f} | {p['sampler']} | {p['network_evals']} | {p['samples_per_s']:.1f} | "
+            f"{p['fd']:.2f} | {p['precision']:.3f} | {p['recall']:.3f} |" for f, p in points]
+  return '\n'.join(lines) + '\n'
+
+
 def figures(workdir, rows, samples_by_family, info):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
@@ -188,14 +220,22 @@ def figures(workdir, rows, samples_by_family, info):
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'curves.png'))
   plt.close(fig)
-  # Quality against cost.
-  fig, ax = plt.subplots(figsize=(5, 4))
-  for r in rows:
-    if 'fd' in r and r.get('samples_per_s'):
-      ax.scatter(1.0 / r['samples_per_s'], r['fd'])
-      ax.annotate(r['family'], (1.0 / r['samples_per_s'], r['fd']), fontsize=8)
+  # Quality against cost: each family's samples, and a line through a family's
+  # other samplers (diffusion at several DDIM step counts and DDPM).
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  for i, r in enumerate(x for x in rows if 'fd' in x and x.get('samples_per_s')):
+    color = f'C{i % 10}'
+    ax.scatter(1.0 / r['samples_per_s'], r['fd'], color=color)
+    ax.annotate(f"{r['family']} ({r['network_evals']} evals)",
+                (1.0 / r['samples_per_s'], r['fd']), fontsize=8)
+    points = r.get('cost_points', [])
+    if points:
+      ax.plot([1.0 / p['samples_per_s'] for p in points], [p['fd'] for p in points], 'o--',
+              color=color, alpha=0.6)
+      for p in points:
+        ax.annotate(p['sampler'], (1.0 / p['samples_per_s'], p['fd']), fontsize=7, color=color)
   ax.set_xscale('log')
-  ax.set_xlabel('seconds per sample (after compilation)')
+  ax.set_xlabel('seconds per sample (after compilation, log scale)')
   ax.set_ylabel('Fréchet distance (classifier features)')
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'cost.png'))
@@ -224,7 +264,7 @@ def main(config, workdir, command='python launch.py'):
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump({'config': json.loads(config.to_json()), 'summary': summary, 'runs': rows}, f,
               indent=2)
-  report = markdown(summary, rows, command)
+  report = markdown(summary, rows, command) + cost_table(rows)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write(report)
   figures(workdir, rows, samples_by_family, info)

@@ -20,13 +20,13 @@ import numpy as np
 from genjax.errors import ConfigError
 
 
-def parse(spec):
+def parse(spec, source='--sweep'):
   """'a.b=1,2;c=x' -> [{'a.b': 1, 'c': 'x'}, {'a.b': 2, 'c': 'x'}] (values typed by literal)."""
   fields = []
   for part in filter(None, (p.strip() for p in spec.split(';'))):
     if '=' not in part:
-      raise ConfigError(f"--sweep: {part!r} is not FIELD=VALUE[,VALUE...]; e.g. "
-                        "--sweep='optim.lr=1e-3,3e-4;seed=0,1'")
+      raise ConfigError(f"{source}: {part!r} is not FIELD=VALUE[,VALUE...]; e.g. "
+                        "'optim.lr=1e-3,3e-4;seed=0,1'")
     key, values = part.split('=', 1)
     fields.append([(key.strip(), _literal(v.strip())) for v in values.split(',')])
   return [dict(combo) for combo in itertools.product(*fields)]
@@ -41,7 +41,7 @@ def _literal(text):
   return {'true': True, 'false': False}.get(text.lower(), text)
 
 
-def apply(config, overrides):
+def apply(config, overrides, source='--sweep'):
   config = copy.deepcopy(config)
   for key, value in overrides.items():
     node = config
@@ -51,7 +51,7 @@ def apply(config, overrides):
         node = node[p]
       old = node[leaf]
     except (KeyError, AttributeError) as e:
-      raise ConfigError(f'--sweep: the config has no field {key!r}') from e
+      raise ConfigError(f'{source}: the config has no field {key!r}') from e
     node[leaf] = type(old)(value) if isinstance(old, (int, float)) and not isinstance(
         old, bool) else value
   return config

@@ -231,8 +231,14 @@ def build(config, info):
     return samplers.num_function_evals(sampler, sched, steps or sc.ddim_steps, passes)
 
   # network_evals: what `sample` spends per sample (2 passes per step when guided).
+  def sampler_settings(ddim_steps=(10, 50)):
+    """(label, `sample` keyword arguments, network evaluations per sample) for DDIM at
+    each step count and for DDPM over all T steps: the quality-against-cost points."""
+    out = [(f'DDIM {n}', dict(sampler='ddim', steps=n), nfe('ddim', n)) for n in ddim_steps]
+    return out + [(f'DDPM {T}', dict(sampler='ddpm'), nfe('ddpm'))]
+
   tools = dict(apply=apply, schedule=sched, nfe=nfe, generate=_generate, to_output=to_output,
-               network_evals=nfe(sc.sampler))
+               network_evals=nfe(sc.sampler), sampler_settings=sampler_settings)
   if is_image:
     tools['figures'] = figures_lib.make(config, info, apply, sched, _generate, to_output, nfe,
                                         sample_labels, num_classes, null)

@@ -127,6 +127,7 @@ def build(config, info):
       'encode': encode,
       'decode': decode,
   }
+  tools['network_evals'] = 1  # a sample is one inverse pass of the flow
   tools['figures'] = functools.partial(flow_figures.make, tools=tools, draw=draw, info=info,
                                        temperatures=tuple(config.sample.figure_temperatures))
   return base.Family(name='flow', init=init, train_step=train_step, eval_step=eval_step,

@@ -249,4 +249,5 @@ def build(config, info):
       advice=('lower optim.g_lr and optim.d_lr (or raise gan.gp_weight / gan.r1_weight, or use '
               "gan.loss='nonsaturating')"),
       tools={'interpolate': interpolate, 'figures': figures, 'steps': steps,
+             'network_evals': 1,  # a sample is one pass of G
              'generate': lambda params, z, label=None: _gen(params, z, label)})

@@ -174,7 +174,8 @@ def build(config, info):
     x = decode(state, z, k2)
     return {'image': x} if info.modality == 'image' else {'x': x}
 
-  tools = dict(encode=encode, decode=decode, reconstruct=reconstruct, score=score)
+  # network_evals: a sample is one decoder pass.
+  tools = dict(encode=encode, decode=decode, reconstruct=reconstruct, score=score, network_evals=1)
   tools['figures'] = functools.partial(figures_lib.make_figures, tools, info, config)
   return base.Family(name='vae', init=init, train_step=train_step, eval_step=eval_step,
                      sample=sample, likelihood='bound', headline='loss',
