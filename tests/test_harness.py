@@ -172,3 +172,18 @@ def test_example_keys_do_not_depend_on_the_device_split():
   one, four = draw(8, devices[:1]), draw(2, devices)
   np.testing.assert_array_equal(one.reshape(-1), four.reshape(-1))
   assert len(np.unique(np.asarray(four))) == 8
+
+
+def test_ema_warm_up_forgets_the_initialisation():
+  """With the step, the decay is min(decay, (1 + t) / (10 + t)): after the first
+  update the average is mostly the new parameters; later the nominal decay rules."""
+  init, new = {'w': jnp.zeros(3)}, {'w': jnp.ones(3)}
+  np.testing.assert_allclose(base.ema(init, new, 0.999, step=0)['w'], 0.9, rtol=1e-6)
+  np.testing.assert_allclose(base.ema(init, new, 0.999)['w'], 0.001, rtol=1e-4)
+  np.testing.assert_allclose(base.ema(init, new, 0.999, step=10 ** 6)['w'], 0.001, rtol=1e-4)
+  # 600 updates of a 0.999 average towards 1: without warm-up 45% is still the init.
+  avg_plain, avg_warm = init, init
+  for t in range(600):
+    avg_plain, avg_warm = base.ema(avg_plain, new, 0.999), base.ema(avg_warm, new, 0.999, step=t)
+  assert float(avg_plain['w'][0]) == pytest.approx(1 - 0.999 ** 600, rel=1e-4)  # 0.45
+  assert float(avg_warm['w'][0]) > 0.9

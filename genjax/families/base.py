@@ -142,6 +142,11 @@ def update(loss_fn, params, opt_state, tx, *, has_aux=False, prefix=''):
   return params, opt_state, metrics, aux
 
 
-def ema(average, params, decay):
-  """Exponential moving average of parameters (sampling and evaluation copies)."""
+def ema(average, params, decay, step=None):
+  """Exponential moving average of parameters (sampling and evaluation copies).
+  With `step` (the update's index), the decay warms up as min(decay, (1 + step) /
+  (10 + step)), so that early averages are not dominated by the initialisation
+  (a 0.999 average is still 45% init after 600 steps without it)."""
+  if step is not None:
+    decay = jnp.minimum(decay, (1.0 + step) / (10.0 + step))
   return jax.tree_util.tree_map(lambda a, p: decay * a + (1.0 - decay) * p, average, params)

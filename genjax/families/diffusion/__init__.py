@@ -148,8 +148,7 @@ def build(config, info):
       return loss
 
     params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
-    decay = jnp.minimum(d.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-    ema_params = base.ema(state.ema_params, params, decay)
+    ema_params = base.ema(state.ema_params, params, d.ema_decay, state.step)
     metrics['lr'] = lr_schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema_params), metrics

@@ -145,7 +145,7 @@ class Steps:
 
     g_params, g_opt, metrics, _ = base.update(loss_fn, state.g_params, state.g_opt_state,
                                               self.g_tx, prefix='g_')
-    g_ema = base.ema(state.g_ema, g_params, self.ema)
+    g_ema = base.ema(state.g_ema, g_params, self.ema, state.step)
     return state.replace(g_params=g_params, g_opt_state=g_opt, g_ema=g_ema), metrics
 
   def train_step(self, state, batch, rng):
