@@ -62,6 +62,9 @@ def tiny(cmd, tmp):
     out.append(a)
   if args[0].startswith('bench/'):
     out.append('--smoke')
+    if "'--workdir'" in open(os.path.join(ROOT, args[0])).read() and not any(
+        a.startswith('--workdir=') for a in args):
+      out.append(f'--workdir={tmp}/bench')  # never a default that a user's own run may hold
   if args[0] == '-m' and args[1] == 'genjax.data.prepare':
     internet |= any(a.split('/')[0] not in OFFLINE for a in args[2:] if not a.startswith('-'))
   if internet and args[0] == 'launch.py':
