@@ -1,14 +1,17 @@
 """GANs on toy 2-D mixtures and on images.
 
   python launch.py --config=experiments/gan.py:digits --workdir=/tmp/gan_digits
-      DCGAN on 8x8 digits (17 grey levels), non-saturating loss + R1. Writes
-      sample grids (samples/, figures/) and logs the class histogram of 1,000
-      samples under a small classifier (its entropy; log 10 = 2.30 is uniform)
-      and the classifier's test accuracy (95.5% on the 447 test digits).
-      NOT yet verified at these settings (4,000 steps did not fit the shared
-      CPU). A shrunk run (width 32, no R1, 1,500 steps, 7 minutes) collapsed:
-      94% of its samples classified as 8, entropy 0.26 nats; the grid shows
-      noisy 8/3-like blobs. The histogram is what shows it.
+      DCGAN on 8x8 digits (17 grey levels), non-saturating loss + R1, EMA G,
+      2,500 steps of 64. Writes sample grids (samples/, figures/, with latent
+      interpolations) and logs the class histogram of 1,000 samples under the
+      shared small classifier (95.5% test accuracy on the 447 test digits):
+      measured 10 of 10 classes, entropy 2.27 nats (log 10 = 2.30 is
+      uniform), the largest class 8 at 15.6%; the grid shows readable digits
+      of every class, noisier than the diffusion model's. 8 min 50 s of wall
+      time on a 2-core CPU (shared with short toy runs for part of it).
+      Without the EMA's warm-up (base.ema's `step`) a 0.999 average is still
+      mostly the initial G after a few hundred steps, and the samples were
+      noise.
   python launch.py --config=experiments/gan.py:ring8 --workdir=/tmp/gan_ring8
       MLP GAN (2-d latent, 3x128 ReLU G, 3x128 leaky-ReLU D, PacGAN-2,
       non-saturating loss, R1 0.01, EMA 0.99 G), 3,000 steps. Over seeds 0-9
@@ -118,8 +121,10 @@ def _toy(c, variant):
   if name in ('ring8', 'grid25'):
     c.evals.modes = ml_collections.ConfigDict(dict(kind='modes', every=1000, num_samples=2500))
   c.sample.num_samples = 2500
-  if variant == 'grid25':  # two time-scale: D learns 5x faster (22 vs 17 modes in tuning)
-    c.optim.g_lr = 2e-4
+  if variant == 'grid25':  # 25 sharp modes take long training with a decaying lr
+    c.train.num_steps = 40000
+    c.optim.schedule = 'cosine'  # to optim.min_lr_ratio (0.1) of the lr
+    c.evals.modes.every = 10000
   if variant.endswith('_collapse'):
     c.model.pack = 1
     c.gan.loss = 'minimax'
@@ -137,6 +142,9 @@ def _images(c, variant):
   c.evals.validation = ml_collections.ConfigDict(
       dict(kind='likelihood', split=c.data.eval_split, every=1000, max_batches=4))
   c.gan.r1_weight = 1.0
+  if variant == 'digits':
+    c.train.num_steps = 2500
+    c.evals.classifier.every = c.evals.validation.every = 500
   if variant == 'mnist':
     c.train.num_steps = 20000
   elif variant == 'cifar10':
