@@ -1,12 +1,14 @@
 """Trains, samples or evaluates one genjax experiment, a comparison, or a sweep.
 
+  python launch.py
   python launch.py --config=experiments/autoregressive.py:pysrc --workdir=/tmp/ar
   python launch.py --config=... --workdir=/tmp/ar --mode=sample --config.sample.temperature=0.7
   python launch.py --config=... --workdir=/tmp/ar --mode=eval
   python launch.py --config=... --workdir=/tmp/sweep --sweep='optim.lr=1e-3,3e-4;seed=0,1'
 
 Running the same training command again resumes from the latest checkpoint.
-With no arguments it trains the default experiment into ./workdirs/default.
+With no arguments it runs the quick comparison of the five families on digits
+(experiments/compare.py:digits) into ./workdirs/default.
 """
 import os
 import sys
@@ -14,7 +16,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-DEFAULT_CONFIG = 'experiments/autoregressive.py:pysrc'
+DEFAULT_CONFIG = 'experiments/compare.py:digits'
 config_flags.DEFINE_config_file(
     'config', os.path.join(os.path.dirname(os.path.abspath(__file__)), DEFAULT_CONFIG),
     'Experiment config file[:variant].', lock_config=True)

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from genjax import run, sweep, train, writers
-from genjax.evals import classifier, quality
+from genjax.evals import classifier, modes, quality
 
 # Metrics in the table: (key, header, definition, format).
 COLUMNS = (
@@ -41,6 +41,13 @@ COLUMNS = (
     ('recall', 'recall', 'share of train examples inside the samples\' k-NN manifold', '{:.3f}'),
     ('entropy', 'class entropy', 'entropy (nats) of the classifier\'s class histogram of the '
      'samples; log 10 = 2.303 is uniform over the digits, 0 is one class only', '{:.3f}'),
+    ('nll', 'test NLL (nats)', 'negative log-likelihood of a test point (2-D data: a density, '
+     'so it can be negative); exact, bound or none as for bits/dim', '{:.3f}'),
+    ('modes', 'modes', 'modes of the mixture with at least one sample within 3 std of its '
+     'center', '{:.1f}'),
+    ('high_quality', 'high quality', 'share of samples within 3 std of some mode', '{:.3f}'),
+    ('kl_uniform', 'KL to uniform', 'KL divergence from the samples\' mode histogram (samples '
+     'within 3 std) to the uniform one over the modes', '{:.3f}'),
     ('network_evals', 'net evals / sample', 'network evaluations to draw one sample', '{:.0f}'),
     ('samples_per_s', 'samples/s', 'samples per second after compilation, batches of '
      '`cost.num_samples`, same machine and process', '{:.1f}'),
@@ -59,9 +66,11 @@ def family_config(name, fam, c, seed):
   config.seed = seed
   config.data.name = c.dataset
   if not c.smoke:
-    config.train.num_steps = fam.num_steps
+    if fam.num_steps:  # 0: the family config's own schedule length
+      config.train.num_steps = fam.num_steps
     config.train.max_seconds = c.budget_seconds
   config.train.progress_bar = False
+  config.train.log_every = min(config.train.log_every, 20)  # enough points for the curves
   config.sample.num_samples = 0  # the comparison draws its own
   # The comparison measures samples itself, on the final model; keep the
   # likelihood evaluators (validation for selection, test at the end).
@@ -74,7 +83,7 @@ def family_config(name, fam, c, seed):
   return config
 
 
-def sampling_cost(family, state, num_samples, repeats=2):
+def sampling_cost(family, state, num_samples, repeats=1):
   """(samples/s after compilation, compile seconds, last samples)."""
   rng = jax.random.PRNGKey(0)
   t = time.perf_counter()
@@ -115,26 +124,48 @@ def run_one(name, fam, c, seed, workdir):
   test = final.get('test', {})
   if ex.family.likelihood != 'none' and 'bpd' in test:
     out['bpd'] = test['bpd']
+  elif ex.family.likelihood != 'none' and 'nll' in test:  # points: no bits/dim
+    out['nll'] = test['nll']
   train_records = [r for r in _records(workdir) if r['split'] == 'train']
   out['train_s'] = train_records[-1]['elapsed_s'] if train_records else float('nan')
   out['roughness'] = roughness(workdir, ex.family.headline)
   out['samples_per_s'], out['sample_compile_s'], samples = sampling_cost(
       ex.family, ex.state, c.cost.num_samples)
+  measure = quality_measure(ex, config)
+  out.update(measure(samples))
   if 'image' in samples:
+    out['classifier_test_accuracy'] = classifier.load(config.data.name,
+                                                      config.data.data_dir).test_accuracy
+  # The same model under its other samplers (diffusion: DDIM step counts, DDPM).
+  settings = ex.family.tools.get('sampler_settings')
+  out['cost_points'] = []
+  for label, kwargs, evals in (settings(tuple(c.cost.ddim_steps)) if settings else []):
+    if kwargs['sampler'] == 'ddpm' and not c.cost.ddpm:
+      continue
+    sampler = functools.partial(ex.family.sample, **kwargs)
+    per_s, _, extra = sampling_cost(types.SimpleNamespace(sample=sampler), ex.state,
+                                    c.cost.num_samples)
+    print(f'compare: {name} {label}: {per_s:.1f} samples/s', flush=True)
+    out['cost_points'].append({'sampler': label, 'network_evals': evals, 'samples_per_s': per_s,
+                               **measure(extra)})
+  return out, samples, ex.data.info
+
+
+def quality_measure(ex, config):
+  """samples -> their quality metrics: images in the classifier's feature space
+  against the train split; 2-D points against the mixture's modes, if it has any."""
+  meta = ex.data.info.metadata or {}
+  if ex.data.info.modality == 'image':
     clf = classifier.load(config.data.name, config.data.data_dir)
     real = clf.features(quality.split_images(ex.data, 'train'))
-    out.update(image_quality(clf, real, samples['image']))
-    out['classifier_test_accuracy'] = clf.test_accuracy
-    # The same model under its other samplers (diffusion: DDIM step counts, DDPM).
-    settings = ex.family.tools.get('sampler_settings')
-    out['cost_points'] = []
-    for label, kwargs, evals in (settings(tuple(c.cost.ddim_steps)) if settings else []):
-      sampler = functools.partial(ex.family.sample, **kwargs)
-      per_s, _, extra = sampling_cost(types.SimpleNamespace(sample=sampler), ex.state,
-                                      c.cost.num_samples)
-      out['cost_points'].append({'sampler': label, 'network_evals': evals, 'samples_per_s': per_s,
-                                 **image_quality(clf, real, extra['image'])})
-  return out, samples, ex.data.info
+    return lambda samples: image_quality(clf, real, samples['image'])
+  if 'centers' in meta:
+    def point_quality(samples):
+      stats = modes.mode_stats(samples['x'], meta['centers'], meta['std'])
+      del stats['num_modes']
+      return stats
+    return point_quality
+  return lambda samples: {}
 
 
 def image_quality(clf, real_features, images):
@@ -157,14 +188,15 @@ def aggregate(rows):
           for f, m in out.items()}
 
 
-def markdown(summary, rows, command):
+def markdown(summary, rows, command, missing=()):
   likelihood = {r['family']: r['likelihood'] for r in rows}
+  columns = [col for col in COLUMNS if any(col[0] in m for m in summary.values())]
   lines = [f'```bash\n{command}\n```', '',
-           '| family | likelihood | ' + ' | '.join(h for _, h, _, _ in COLUMNS) + ' |',
-           '|---|---|' + '---:|' * len(COLUMNS)]
+           '| family | likelihood | ' + ' | '.join(h for _, h, _, _ in columns) + ' |',
+           '|---|---|' + '---:|' * len(columns)]
   for fam, metrics in summary.items():
     cells = []
-    for key, _, _, fmt in COLUMNS:
+    for key, _, _, fmt in columns:
       if key not in metrics or not math.isfinite(metrics[key][0]):
         cells.append('n/a')
         continue
@@ -173,7 +205,8 @@ def markdown(summary, rows, command):
     lines.append(f'| {fam} | {likelihood[fam]} | ' + ' | '.join(cells) + ' |')
   seeds = max(len({r['seed'] for r in rows if r['family'] == f}) for f in summary)
   lines += ['', f'Mean ± std over {seeds} seed(s) where more than one ran. Definitions:', '']
-  lines += [f'- **{h}**: {d}.' for _, h, d, _ in COLUMNS]
+  lines += [f'- **{h}**: {d}.' for _, h, d, _ in columns]
+  lines += [f'- **{fam}** is not in the table: {why}.' for fam, why in missing]
   return '\n'.join(lines) + '\n'
 
 
@@ -182,11 +215,13 @@ def cost_table(rows):
   points = [(r['family'], p) for r in rows if r['seed'] == 0 for p in r.get('cost_points', [])]
   if not points:
     return ''
+  keys = [k for k in ('fd', 'precision', 'recall', 'modes', 'high_quality') if k in points[0][1]]
+  heads = {k: (h, fmt) for k, h, _, fmt in COLUMNS}
   lines = ['', 'The same trained model under other samplers (seed 0; cost.png plots them):', '',
-           '| family | sampler | net evals / sample | samples/s | FD | precision | recall |',
-           '|---|---|---:|---:|---:|---:|---:|']
+           '| family | sampler | net evals / sample | samples/s | '
+           + ' | '.join(heads[k][0] for k in keys) + ' |', '|---|---|---:|---:|' + '---:|' * len(keys)]
   lines += [f"| {f} | {p['sampler']} | {p['network_evals']} | {p['samples_per_s']:.1f} | "
-            f"{p['fd']:.2f} | {p['precision']:.3f} | {p['recall']:.3f} |" for f, p in points]
+            + ' | '.join(heads[k][1].format(p[k]) for k in keys) + ' |' for f, p in points]
   return '\n'.join(lines) + '\n'
 
 
@@ -205,6 +240,18 @@ def figures(workdir, rows, samples_by_family, info):
     with open(os.path.join(workdir, 'samples.txt'), 'w') as f:
       f.write('rows of samples.png, top to bottom: ' + ', '.join(
           k for k, s in samples_by_family.items() if 'image' in s) + '\n')
+  points = {k: s['x'] for k, s in samples_by_family.items() if 'x' in s}
+  if points:  # 2-D data: a scatter panel per family, the mode centers marked
+    fig, axes = plt.subplots(1, len(points), figsize=(3 * len(points), 3.2), squeeze=False)
+    centers = np.asarray((info.metadata or {}).get('centers', np.zeros((0, 2))))
+    for ax, (fam, x) in zip(axes[0], points.items()):
+      ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
+      ax.scatter(centers[:, 0], centers[:, 1], s=12, marker='x', color='red')
+      ax.set_title(fam)
+      ax.set_aspect('equal')
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, 'samples.png'))
+    plt.close(fig)
   # Loss curves, one panel per family (their losses are not on one scale).
   fams = sorted({r['family'] for r in rows})
   fig, axes = plt.subplots(1, len(fams), figsize=(3.2 * len(fams), 3), squeeze=False)
@@ -223,20 +270,23 @@ def figures(workdir, rows, samples_by_family, info):
   # Quality against cost: each family's samples, and a line through a family's
   # other samplers (diffusion at several DDIM step counts and DDPM).
   fig, ax = plt.subplots(figsize=(6, 4.5))
-  for i, r in enumerate(x for x in rows if 'fd' in x and x.get('samples_per_s')):
+  metric = 'fd' if any('fd' in r for r in rows) else 'high_quality'
+  for i, r in enumerate(x for x in rows if metric in x and x.get('samples_per_s')):
     color = f'C{i % 10}'
-    ax.scatter(1.0 / r['samples_per_s'], r['fd'], color=color)
+    ax.scatter(1.0 / r['samples_per_s'], r[metric], color=color)
     ax.annotate(f"{r['family']} ({r['network_evals']} evals)",
-                (1.0 / r['samples_per_s'], r['fd']), fontsize=8)
+                (1.0 / r['samples_per_s'], r[metric]), fontsize=8)
     points = r.get('cost_points', [])
     if points:
-      ax.plot([1.0 / p['samples_per_s'] for p in points], [p['fd'] for p in points], 'o--',
+      ax.plot([1.0 / p['samples_per_s'] for p in points], [p[metric] for p in points], 'o--',
               color=color, alpha=0.6)
       for p in points:
-        ax.annotate(p['sampler'], (1.0 / p['samples_per_s'], p['fd']), fontsize=7, color=color)
+        ax.annotate(p['sampler'], (1.0 / p['samples_per_s'], p[metric]), fontsize=7,
+                    color=color)
   ax.set_xscale('log')
   ax.set_xlabel('seconds per sample (after compilation, log scale)')
-  ax.set_ylabel('Fréchet distance (classifier features)')
+  ax.set_ylabel('Fréchet distance (classifier features)' if metric == 'fd'
+                else 'share of samples within 3 std of a mode')
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'cost.png'))
   plt.close(fig)
@@ -264,7 +314,7 @@ def main(config, workdir, command='python launch.py'):
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump({'config': json.loads(config.to_json()), 'summary': summary, 'runs': rows}, f,
               indent=2)
-  report = markdown(summary, rows, command) + cost_table(rows)
+  report = markdown(summary, rows, command, config.get('missing', {}).items()) + cost_table(rows)
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write(report)
   figures(workdir, rows, samples_by_family, info)

@@ -60,3 +60,29 @@ def test_a_sweep_of_two_settings_and_two_seeds_writes_its_table(tmp_path):
   configs = [json.load(open(tmp_path / f'model.width={w},seed={s}' / 'config.json'))
              for w in (16, 32) for s in (0, 1)]
   assert [(c['model']['width'], c['seed']) for c in configs] == [(16, 0), (16, 1), (32, 0), (32, 1)]
+
+
+def test_the_report_shows_the_measured_columns_and_says_who_is_missing():
+  rows = [{'family': 'gan', 'likelihood': 'none', 'seed': s, 'modes': m, 'high_quality': hq,
+           'network_evals': 1, 'samples_per_s': 100.0}
+          for s, m, hq in ((0, 25, 0.9), (1, 23, 0.7))]
+  rows.append({'family': 'flow', 'likelihood': 'exact', 'seed': 0, 'nll': -1.5, 'modes': 25,
+               'high_quality': 0.5, 'network_evals': 1, 'samples_per_s': 50.0})
+  summary = compare.aggregate(rows)
+  assert summary['gan']['modes'] == (24.0, 1.0, 2)
+  report = compare.markdown(summary, rows, 'python launch.py',
+                            missing=[('autoregressive', 'it models tokens')]).splitlines()
+  header = next(line for line in report if line.startswith('| family'))
+  assert 'bits/dim' not in header and 'FD' not in header  # no family measured them
+  assert 'test NLL (nats)' in header and 'modes' in header and 'high quality' in header
+  gan = next(line for line in report if line.startswith('| gan |'))
+  flow = next(line for line in report if line.startswith('| flow |'))
+  assert '24.0 ± 1.0' in gan and '0.800 ± 0.100' in gan
+  assert gan.split(' | ')[header.split(' | ').index('test NLL (nats)')] == 'n/a'
+  assert '-1.500' in flow
+  assert '- **autoregressive** is not in the table: it models tokens.' in report
+  # Other samplers of the same model, with the metrics the rows carry.
+  rows[0]['cost_points'] = [{'sampler': 'DDIM 10', 'network_evals': 10, 'samples_per_s': 9.0,
+                             'modes': 20, 'high_quality': 0.25}]
+  table = compare.cost_table(rows)
+  assert '| gan | DDIM 10 | 10 | 9.0 | 20.0 | 0.250 |' in table and 'FD' not in table
