@@ -62,6 +62,18 @@ def test_greedy_decode_equals_repeated_full_forward():
   np.testing.assert_array_equal(got, seq[:, 3:])
 
 
+def test_decoding_without_the_cache_draws_the_same_tokens():
+  model, params = make_model(max_len=12)
+  prompt = jnp.array([[3, 1, 4], [1, 5, 9]], jnp.int32)
+  rng = jax.random.PRNGKey(1)
+  for opts in (dict(temperature=0.0), dict(temperature=0.8, top_k=5)):
+    cached = ar.decode(model, params, prompt, 10, rng, **opts)  # fills the window: 3 + 10 = 12 + 1
+    np.testing.assert_array_equal(ar.decode_recompute(model, params, prompt, 10, rng, **opts),
+                                  cached)
+  with pytest.raises(ValueError, match='context length'):
+    ar.decode_recompute(model, params, prompt, 11, rng)
+
+
 def test_decode_rejects_too_long_request():
   model, params = make_model(max_len=12)
   with pytest.raises(ValueError, match='context length'):

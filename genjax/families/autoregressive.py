@@ -91,6 +91,34 @@ def decode(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0, 
   return tokens_NxB.T
 
 
+def decode_recompute(model, params, prompt_BxP, num_steps, rng, temperature=1.0, top_k=0,
+                     top_p=1.0, num_outputs=None):
+  """`decode` without the KV cache: every step runs the whole window again.
+
+  The tokens live in a buffer of model.max_len positions; causal attention makes
+  the padding after the current position irrelevant. The same keys draw the
+  same tokens as `decode`; this is the baseline the cache is measured against.
+  """
+  B, P = prompt_BxP.shape
+  if P + num_steps > model.max_len + 1:
+    raise ValueError(f'prompt ({P}) + steps ({num_steps}) exceeds the context length '
+                     f'{model.max_len} + 1')
+  buffer = jnp.zeros((B, model.max_len), jnp.int32).at[:, :P].set(prompt_BxP)
+
+  def step(carry, rng_t):
+    buffer, index = carry
+    logits, _ = model.apply({'params': params}, buffer)
+    last = jax.lax.dynamic_index_in_dim(logits, index - 1, axis=1, keepdims=False)
+    token_B = sampling.sample_tokens(rng_t, last[:, :num_outputs], temperature, top_k, top_p)
+    buffer = jax.lax.dynamic_update_slice_in_dim(
+        buffer, token_B[:, None], jnp.minimum(index, model.max_len - 1), axis=1)
+    return (buffer, index + 1), token_B
+
+  _, tokens_NxB = jax.lax.scan(step, (buffer, jnp.asarray(P, jnp.int32)),
+                               jax.random.split(rng, num_steps))
+  return tokens_NxB.T
+
+
 def build(config, info):
   model = make_model(config, info)
   _, num_outputs, _ = token_spec(info)
