@@ -11,8 +11,11 @@
       final evaluation and figures included (2,000 steps at ~12 steps/s).
   python launch.py --config=experiments/diffusion.py:grid25 --workdir=/tmp/diff_grid25
       MLP denoiser on 25 Gaussians; mode coverage of 2,500 DDPM samples.
-      At 2,000 steps (--config.train.num_steps=2000): 25 of 25 modes covered,
-      28% of samples within 3 std of a mode (KL to uniform 0.19).
+      Measured at the default 4,000 steps (5 min 15 s on a shared 2-core CPU):
+      25 of 25 modes covered, 80.1% of samples within 3 std of a mode (KL to
+      uniform 0.016), test bound 0.978 nats per point; the scatter shows every
+      mode sharp, with a thin trail of samples between neighbours. (At 2,000
+      steps: 25 of 25, 28%, KL 0.19.)
   (ring8, moons, swissroll likewise.)
   python launch.py --config=experiments/diffusion.py:mnist --workdir=/tmp/diff_mnist
   python launch.py --config=experiments/diffusion.py:cifar10 --workdir=/tmp/diff_cifar10
