@@ -226,9 +226,7 @@ def cost_table(rows):
 
 
 def figures(workdir, rows, samples_by_family, info):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   # Samples side by side: a row per family (16 each), left label in the file name order.
   images = [s['image'][:16] for s in samples_by_family.values() if 'image' in s]
   if images:
@@ -242,7 +240,8 @@ def figures(workdir, rows, samples_by_family, info):
           k for k, s in samples_by_family.items() if 'image' in s) + '\n')
   points = {k: s['x'] for k, s in samples_by_family.items() if 'x' in s}
   if points:  # 2-D data: a scatter panel per family, the mode centers marked
-    fig, axes = plt.subplots(1, len(points), figsize=(3 * len(points), 3.2), squeeze=False)
+    fig = Figure(figsize=(3 * len(points), 3.2))
+    axes = fig.subplots(1, len(points), squeeze=False)
     centers = np.asarray((info.metadata or {}).get('centers', np.zeros((0, 2))))
     for ax, (fam, x) in zip(axes[0], points.items()):
       ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
@@ -251,10 +250,10 @@ def figures(workdir, rows, samples_by_family, info):
       ax.set_aspect('equal')
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, 'samples.png'))
-    plt.close(fig)
   # Loss curves, one panel per family (their losses are not on one scale).
   fams = sorted({r['family'] for r in rows})
-  fig, axes = plt.subplots(1, len(fams), figsize=(3.2 * len(fams), 3), squeeze=False)
+  fig = Figure(figsize=(3.2 * len(fams), 3))
+  axes = fig.subplots(1, len(fams), squeeze=False)
   for ax, fam in zip(axes[0], fams):
     for r in rows:
       if r['family'] == fam:
@@ -266,10 +265,10 @@ def figures(workdir, rows, samples_by_family, info):
     ax.set_ylabel(next(r['headline'] for r in rows if r['family'] == fam))
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'curves.png'))
-  plt.close(fig)
   # Quality against cost: each family's samples, and a line through a family's
   # other samplers (diffusion at several DDIM step counts and DDPM).
-  fig, ax = plt.subplots(figsize=(6, 4.5))
+  fig = Figure(figsize=(6, 4.5))
+  ax = fig.subplots()
   metric = 'fd' if any('fd' in r for r in rows) else 'high_quality'
   for i, r in enumerate(x for x in rows if metric in x and x.get('samples_per_s')):
     color = f'C{i % 10}'
@@ -289,7 +288,6 @@ def figures(workdir, rows, samples_by_family, info):
                 else 'share of samples within 3 std of a mode')
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'cost.png'))
-  plt.close(fig)
 
 
 def main(config, workdir, command='python launch.py'):

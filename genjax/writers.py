@@ -85,10 +85,9 @@ def save_image_grid(path, images, value_range, **kwargs):
 
 def scatter(path, points_Nx2, data_Mx2=None, centers_Kx2=None, title=None):
   """A PNG of 2-D samples over the data, with the mixture's mode centers if known."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(5, 5), dpi=100)
+  ax = fig.subplots()
   if data_Mx2 is not None:
     ax.scatter(*np.asarray(data_Mx2).T, s=2, c='0.75', label='data', rasterized=True)
   ax.scatter(*np.asarray(points_Nx2).T, s=2, c='tab:blue', label='samples', rasterized=True)
@@ -100,7 +99,6 @@ def scatter(path, points_Nx2, data_Mx2=None, centers_Kx2=None, title=None):
     ax.set_title(title)
   fig.tight_layout()
   fig.savefig(path)
-  plt.close(fig)
   return path
 
 

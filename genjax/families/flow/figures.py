@@ -12,10 +12,8 @@ SAMPLES_PER_TEMPERATURE = 8
 
 
 def _render(fig):
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   buf = io.BytesIO()
   fig.savefig(buf, format='png')
-  plt.close(fig)
   buf.seek(0)
   from PIL import Image  # pylint: disable=g-import-not-at-top
   return np.asarray(Image.open(buf).convert('RGB'))
@@ -41,10 +39,9 @@ def density_grid(log_prob, lo, hi, n=GRID):
 
 
 def heat_map(logp_NxN, lo, hi, title):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(5.6, 5), dpi=100)
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(5.6, 5), dpi=100)
+  ax = fig.subplots()
   # Log scale: sharp modes (ring8's std is 0.01) would hide the others linearly.
   top = logp_NxN.max()
   im = ax.imshow(np.clip(logp_NxN, top - LOG_RANGE, top), extent=(lo[0], hi[0], lo[1], hi[1]),
@@ -56,10 +53,9 @@ def heat_map(logp_NxN, lo, hi, title):
 
 
 def scatter_by_temperature(samples, data_Mx2, lo, hi, title):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.4), dpi=100)
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(3.2 * len(samples), 3.4), dpi=100)
+  axes = fig.subplots(1, len(samples))
   for ax, (t, pts) in zip(np.atleast_1d(axes), samples.items()):
     ax.scatter(*data_Mx2.T, s=1, c='0.75', rasterized=True)
     ax.scatter(*np.asarray(pts).T, s=1, c='tab:blue', rasterized=True)

@@ -56,9 +56,7 @@ def interpolation(tools, state, x, value_range, num_pairs=4):
 
 def latent_plot(mean_NxZ, labels_N):
   """uint8 RGB scatter of the posterior means, coloured by label."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   mean = np.asarray(mean_NxZ, np.float64)
   if mean.shape[1] == 2:
@@ -67,7 +65,8 @@ def latent_plot(mean_NxZ, labels_N):
     centred = mean - mean.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     pts, title = centred @ vt[:2].T, f'posterior means, first 2 PCs of the {mean.shape[1]}-D latent'
-  fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+  fig = Figure(figsize=(5.5, 5), dpi=100)
+  ax = fig.subplots()
   labels = np.asarray(labels_N)
   sc = ax.scatter(pts[:, 0], pts[:, 1], c=labels, cmap='tab10', s=10,
                   vmin=-0.5, vmax=max(9.5, labels.max() + 0.5))
@@ -76,6 +75,5 @@ def latent_plot(mean_NxZ, labels_N):
   fig.tight_layout()
   buf = io.BytesIO()
   fig.savefig(buf, format='png')
-  plt.close(fig)
   buf.seek(0)
   return np.asarray(Image.open(buf).convert('RGB'))
