@@ -208,6 +208,16 @@ def test_roc_auc_against_a_hand_computation():
   # AUC = 7 / 12.
   assert anomaly.roc_auc([1, 2, 3, 3], [3, 4, 0]) == pytest.approx(7 / 12)
   assert anomaly.roc_auc([0, 1], [2, 3]) == 1.0
+
+
+def test_roc_curve_runs_from_0_to_1_and_its_area_is_the_auc():
+  rng = np.random.default_rng(0)
+  inliers, outliers = rng.normal(size=300), rng.normal(0.8, 1.0, size=200).round(1)  # with ties
+  fpr, tpr = anomaly.roc_curve(inliers, outliers)
+  assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+  assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+  area = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))  # trapezoids: ties count half
+  assert area == pytest.approx(anomaly.roc_auc(inliers, outliers), abs=1e-12)
   assert anomaly.roc_auc([2, 3], [0, 1]) == 0.0
   assert anomaly.roc_auc([5, 5], [5]) == 0.5
   np.testing.assert_array_equal(anomaly.rank_average([10, 30, 20, 20]), [1, 4, 2.5, 2.5])

@@ -47,6 +47,16 @@ def roc_auc(scores_inliers, scores_outliers):
   return float(u / (len(a) * len(b)))
 
 
+def roc_curve(scores_inliers, scores_outliers):
+  """(false positive rate, true positive rate) at every threshold, outliers
+  being the positives (higher score = more anomalous); its area is roc_auc."""
+  a, b = np.asarray(scores_inliers, np.float64), np.asarray(scores_outliers, np.float64)
+  thresholds = np.unique(np.concatenate([a, b]))[::-1]
+  fpr = np.r_[0.0, [(a >= t).mean() for t in thresholds]]
+  tpr = np.r_[0.0, [(b >= t).mean() for t in thresholds]]
+  return fpr, tpr
+
+
 def ood_sets(x, info, rng):
   """{name: examples} made from the inliers x (numpy)."""
   rng = np.random.default_rng(rng)

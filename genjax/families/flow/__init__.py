@@ -126,6 +126,8 @@ def build(config, info):
       'score': lambda state, rng, batch: np.asarray(_score(state.params, batch, rng)),
       'encode': encode,
       'decode': decode,
+      # (z, log|det dz/dy|) of model-space inputs y (images: v / num_levels).
+      'forward': lambda state, y: forward(state.params, jnp.asarray(y, jnp.float32)),
   }
   tools['network_evals'] = 1  # a sample is one inverse pass of the flow
   tools['figures'] = functools.partial(flow_figures.make, tools=tools, draw=draw, info=info,

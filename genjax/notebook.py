@@ -1,0 +1,97 @@
+"""What the colab/ notebooks call, so that they hold no model code of their own.
+
+  config('diffusion:digits', steps=600)   the experiment config at a notebook's budget
+  ex = train(config, workdir('diffusion'))  trains (or resumes) and returns the experiment
+  show(figure), show_figures(figures)     a family's figures inline
+  curves(ex.workdir, 'train', ['d_real', 'd_fake'])
+
+With GENJAX_NOTEBOOK_SMOKE=1 in the environment (the test suite sets it), every
+config is its variant's ',smoke' config, so a notebook runs top to bottom in
+seconds; the workdirs then go under GENJAX_NOTEBOOK_WORKDIR if it is set.
+"""
+import importlib
+import os
+import tempfile
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from genjax import report, run, sweep, train as trainer, writers
+
+SMOKE_ENV = 'GENJAX_NOTEBOOK_SMOKE'
+WORKDIR_ENV = 'GENJAX_NOTEBOOK_WORKDIR'
+
+
+def smoke():
+  return os.environ.get(SMOKE_ENV, '') not in ('', '0')
+
+
+def config(name, steps=None, overrides='', evals=None):
+  """'family:variant' -> experiments/<family>.py's config, trained for `steps`
+  (None: the config's own length) with 'a.b=1;c=2' overrides applied; `evals`
+  names the evaluators to keep (None: all of the config's)."""
+  module, _, variant = name.partition(':')
+  get_config = importlib.import_module(f'experiments.{module}').get_config
+  c = get_config((variant or 'digits') + (',smoke' if smoke() else ''))
+  if steps and not smoke():
+    c.train.num_steps = steps
+  if overrides:
+    c = sweep.apply(c, sweep.parse(overrides, 'notebook overrides')[0], 'notebook overrides')
+  if evals is not None:
+    unknown = set(evals) - set(c.evals)
+    if unknown:
+      raise ValueError(f'{name} has no evaluators {sorted(unknown)}; it has {sorted(c.evals)}')
+    for key in set(c.evals) - set(evals):
+      del c.evals[key]
+  return c
+
+
+def workdir(name):
+  """A workdir per notebook run: re-running a cell resumes instead of retraining."""
+  root = os.environ.get(WORKDIR_ENV) or os.path.join(tempfile.gettempdir(), 'genjax_colab')
+  return os.path.join(root, name + ('_smoke' if smoke() else ''))
+
+
+def train(config, workdir):
+  """Trains to config.train.num_steps (resuming what the workdir holds) and
+  returns the experiment, its final state in `ex.state` and the final metrics
+  of each evaluator in `ex.final`."""
+  ex = run.experiment(config, workdir)
+  ex.final = trainer.train_and_evaluate(ex)
+  return ex
+
+
+def show(figure, title=None, ax=None, scale=1):
+  """A figure dict of a family's tools['figures'] ({'images', 'value_range', ...}
+  or {'rgb'}), drawn with matplotlib."""
+  if 'rgb' in figure:
+    grid = np.asarray(figure['rgb'])
+  else:
+    kwargs = {k: figure[k] for k in ('rows_of', 'cols') if figure.get(k) is not None}
+    grid = writers.image_grid(figure['images'], figure['value_range'], scale=scale, **kwargs)
+  if ax is None:
+    _, ax = plt.subplots(figsize=(min(12, 1 + grid.shape[1] / 40), min(12, 1 + grid.shape[0] / 40)))
+  ax.imshow(grid.squeeze(), cmap='gray', interpolation='nearest')
+  ax.set_axis_off()
+  if title:
+    ax.set_title(title)
+  return ax
+
+
+def show_figures(figures):
+  for name, fig in figures.items():
+    show(fig, title=name)
+    plt.show()
+
+
+def curves(workdir, split, metrics, ax=None):
+  """The logged values of `metrics` in `split` ('train', 'validation', ...) against the step."""
+  rows = report.eval_curve(workdir, split, tuple(metrics))
+  if ax is None:
+    _, ax = plt.subplots(figsize=(6, 3.5))
+  steps = [r[0] for r in rows]
+  for i, metric in enumerate(metrics):
+    ax.plot(steps, [r[2][i] for r in rows], label=metric)
+  ax.set_xlabel('step')
+  ax.legend()
+  return ax
