@@ -38,6 +38,9 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = num_steps
   c.train.max_seconds = 0.0  # > 0: stop (and evaluate) once training has run this long
+  # 'EVALUATOR/METRIC' (lower is better, e.g. 'validation/bpd'): the final evaluations,
+  # samples and ex.state use the step where it was best ('' = the last step).
+  c.train.select = ''
   c.train.log_every = 100
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 2

@@ -85,6 +85,40 @@ class Checkpointer:
           f'checkpoint {step} in {self.workdir} does not fit this config\'s state ({e}); '
           'use a new --workdir') from e
 
+  # The model selected on a validation metric (config.train.select): one
+  # checkpoint under workdir/best, and best.json with its step and value, written
+  # after the checkpoint is complete, so a resumed run keeps selecting from it.
+  def _best_manager(self):
+    if not hasattr(self, '_best'):
+      self._best = ocp.CheckpointManager(
+          os.path.join(self.workdir, 'best'),
+          options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    return self._best
+
+  def best(self):
+    """{'step', 'value', 'metric'} of the selected model so far, or None."""
+    path = os.path.join(self.workdir, 'best.json')
+    if not os.path.exists(path):
+      return None
+    with open(path) as f:
+      return json.load(f)
+
+  def save_best(self, step, state, metric, value):
+    manager = self._best_manager()
+    if manager.latest_step() != step:
+      manager.save(step, args=ocp.args.StandardSave(state))
+      manager.wait_until_finished()
+    if jax.process_index() == 0:
+      path = os.path.join(self.workdir, 'best.json')
+      with open(path + '.tmp', 'w') as f:
+        json.dump({'step': step, 'value': value, 'metric': metric}, f)
+      os.replace(path + '.tmp', path)
+
+  def restore_best(self, state):
+    best = self.best()
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    return self._best_manager().restore(best['step'], args=ocp.args.StandardRestore(abstract))
+
   def maybe_save(self, step, state_fn, force=False):
     """Saves `state_fn()` at multiples of train.checkpoint_every, or if forced."""
     if force or (self.every > 0 and step % self.every == 0):
@@ -94,3 +128,6 @@ class Checkpointer:
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+    if hasattr(self, '_best'):
+      self._best.close()
+      del self._best

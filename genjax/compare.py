@@ -55,6 +55,10 @@ COLUMNS = (
      '{:.1f}'),
     ('train_s', 'train (s)', 'wall time of the training loop (the budget)', '{:.0f}'),
     ('steps', 'steps', 'training steps reached within the budget', '{:.0f}'),
+    ('selected_step', 'selected step', 'the step whose validation bits/dim was lowest (6 '
+     'evaluations over the schedule, and the last step); the test split, the samples and '
+     'the cost are measured on its model; the last step where there is no likelihood',
+     '{:.0f}'),
     ('roughness', 'loss roughness', 'std of the step-to-step change of the logged headline '
      'loss over the second half of training, over its mean absolute value', '{:.3f}'),
 )
@@ -72,11 +76,15 @@ def family_config(name, fam, c, seed):
   config.train.progress_bar = False
   config.train.log_every = min(config.train.log_every, 20)  # enough points for the curves
   config.sample.num_samples = 0  # the comparison draws its own
-  # The comparison measures samples itself, on the final model; keep the
-  # likelihood evaluators (validation for selection, test at the end).
-  for name in list(config.evals.keys()):
-    if config.evals[name].kind not in ('likelihood',):
-      del config.evals[name]
+  # The comparison measures samples itself; it keeps the likelihood evaluators:
+  # validation at 6 points of the schedule selects the model (train.select), and
+  # the test split, the samples and the cost are measured on the selected one.
+  for key in list(config.evals.keys()):
+    if config.evals[key].kind not in ('likelihood',):
+      del config.evals[key]
+  if 'validation' in config.evals:
+    config.evals.validation.every = max(config.train.num_steps // 6, 1)
+    config.train.select = 'validation/bpd'
   source = f'experiments/compare.py families.{name}.overrides'
   for overrides in sweep.parse(fam.get('overrides', ''), source)[:1]:
     config = sweep.apply(config, overrides, source)
@@ -118,7 +126,10 @@ def run_one(name, fam, c, seed, workdir):
   final = train.train_and_evaluate(ex)
   if 'stopped_by' in final:  # SIGTERM: the family's checkpoint is saved
     return final, None, None
-  out = {'family': name, 'seed': seed, 'steps': ex.step, 'workdir': workdir,
+  train_records = [r for r in _records(workdir) if r['split'] == 'train']
+  steps = train_records[-1]['step'] if train_records else ex.step
+  out = {'family': name, 'seed': seed, 'steps': steps, 'workdir': workdir,
+         'selected_step': final.get('selected', {}).get('step', steps),
          'headline': ex.family.headline, 'likelihood': ex.family.likelihood,
          'network_evals': ex.family.tools.get('network_evals')}
   test = final.get('test', {})
@@ -126,7 +137,6 @@ def run_one(name, fam, c, seed, workdir):
     out['bpd'] = test['bpd']
   elif ex.family.likelihood != 'none' and 'nll' in test:  # points: no bits/dim
     out['nll'] = test['nll']
-  train_records = [r for r in _records(workdir) if r['split'] == 'train']
   out['train_s'] = train_records[-1]['elapsed_s'] if train_records else float('nan')
   out['roughness'] = roughness(workdir, ex.family.headline)
   out['samples_per_s'], out['sample_compile_s'], samples = sampling_cost(

@@ -13,7 +13,7 @@ import numpy as np
 import tqdm
 
 from genjax import checkpoint, evals, parallel, writers
-from genjax.errors import DivergedError
+from genjax.errors import ConfigError, DivergedError
 
 # Distinct streams derived from the one base key.
 _STREAMS = {'init': 0, 'train': 1, 'sample': 2, 'eval': 3}
@@ -125,6 +125,7 @@ def train_and_evaluate(ex):
   t0 = time.time()
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc='train', dynamic_ncols=True,
                   disable=jax.process_index() != 0 or not tc.progress_bar)
+  selector = _Selector(ex, tc.get('select', ''), bar.write)
   try:
     for step in range(start, tc.num_steps):
       if stop.agreed():
@@ -148,14 +149,20 @@ def train_and_evaluate(ex):
         mean['elapsed_s'] = time.time() - t0
         writer.write(done, 'train', mean)
         bar.set_postfix({headline: f'{mean[headline]:.4f}'})
-      for evaluator in ex.evaluators:
+      eval_rstate, eval_state = rstate, host_state
+      for evaluator in selector.first(ex.evaluators):
         if evals.due(evaluator.cfg, done, is_last):
-          metrics = evaluator.run(done, rstate, host_state, is_last)
+          metrics = evaluator.run(done, eval_rstate, eval_state, is_last)
           if metrics:
             metrics['elapsed_s'] = time.time() - t0
             writer.write(done, evaluator.name, metrics)
             bar.write(f'step {done}: {evaluator.name} ' + _format(metrics))
           final[evaluator.name] = metrics
+          if evaluator.name == selector.evaluator:
+            selector.update(done, metrics, host_state)
+            if is_last and selector.differs(done):  # the rest see the selected model
+              eval_state = selector.restore(host_state)
+              eval_rstate = parallel.replicate(eval_state())
       if is_last and ex.last_samples is not None:
         bar.write(f'step {done}: samples in {ex.last_samples[1]}')
       ex.checkpointer.maybe_save(done, host_state, force=is_last)
@@ -179,8 +186,59 @@ def train_and_evaluate(ex):
   if done == start:  # the workdir already held a finished run: evaluate it
     print(f'{workdir} already holds a run of {start} steps; evaluating it', flush=True)
     host_state = functools.lru_cache(maxsize=1)(lambda: ex.state)
+    if selector.differs(done):
+      host_state = selector.restore(host_state)
+      rstate = parallel.replicate(host_state())
     final = {e.name: e.run(done, rstate, host_state, True) for e in ex.evaluators}
+  if selector.differs(done):
+    ex.state = selector.restore(lambda: ex.state)()
+  if selector.best:
+    final['selected'] = dict(selector.best)
   return final
+
+
+class _Selector:
+  """Model selection on `train.select` = 'EVALUATOR/METRIC' (lower is better), e.g.
+  'validation/bpd': each time the evaluator improves the metric, the state is
+  saved under workdir/best; at the end the evaluators after it, the returned
+  `ex.state` and therefore samples see that state, not the last one. An
+  evaluator result without the metric (a GAN's validation has no bits/dim)
+  leaves the final model in place, with a note."""
+
+  def __init__(self, ex, spec, write):
+    self.ex, self.write = ex, write
+    self.evaluator, _, self.metric = spec.partition('/')
+    if spec and (not self.metric or self.evaluator not in ex.config.evals):
+      raise ConfigError(f"train.select={spec!r}: expected 'EVALUATOR/METRIC' with EVALUATOR one "
+                        f'of config.evals ({", ".join(ex.config.evals)})')
+    self.best = ex.checkpointer.best() if spec else None
+
+  def first(self, evaluators):
+    return sorted(evaluators, key=lambda e: e.name != self.evaluator)
+
+  def update(self, step, metrics, host_state):
+    if not self.metric:
+      return
+    value = metrics.get(self.metric)
+    if value is None:
+      self.write(f'note: train.select: {self.evaluator} reports no {self.metric!r}; the final '
+                 'model is used')
+      self.metric = ''
+      return
+    if self.best is None or value < self.best['value']:
+      self.best = {'step': step, 'value': float(value), 'metric': f'{self.evaluator}/{self.metric}'}
+      self.ex.checkpointer.save_best(step, host_state(), self.best['metric'], float(value))
+
+  def differs(self, step):
+    return bool(self.metric) and self.best is not None and self.best['step'] != step
+
+  def restore(self, host_state):
+    if getattr(self, '_restored', None) is None:
+      self.write(f'selected: step {self.best["step"]} ({self.best["metric"]} = '
+                 f'{self.best["value"]:.4f}); the final evaluations use it')
+      best = self.ex.checkpointer.restore_best(host_state())
+      self._restored = functools.lru_cache(maxsize=1)(lambda: best)
+    return self._restored
 
 
 def _out_of_time(tc, t0):

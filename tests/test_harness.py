@@ -1,6 +1,7 @@
 """The harness without any registered family: a family written here trains
 through genjax.run, and the shared pieces (evaluators, writers, update helper)
 do what they say."""
+import dataclasses
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import pytest
 
 from experiments import common
 from genjax import families, run, writers
+from genjax import train as train_lib
 from genjax.evals import modes
 from genjax.families import base
 
@@ -187,3 +189,45 @@ def test_ema_warm_up_forgets_the_initialisation():
     avg_plain, avg_warm = base.ema(avg_plain, new, 0.999), base.ema(avg_warm, new, 0.999, step=t)
   assert float(avg_plain['w'][0]) == pytest.approx(1 - 0.999 ** 600, rel=1e-4)  # 0.45
   assert float(avg_warm['w'][0]) > 0.9
+
+
+def build_peaking(config, info):
+  """The Gaussian, with an evaluation that is best at step 6 whatever was learnt."""
+  family = build_gaussian(config, info)
+
+  def eval_step(state, batch, rng):
+    sums = family.eval_step(state, batch, rng)
+    sums['nll'] = (state.step.astype(jnp.float32) - 6.0) ** 2 * sums['dims']
+    return sums
+
+  return dataclasses.replace(family, eval_step=eval_step)
+
+
+def test_the_model_selected_on_validation_is_the_one_tested_and_returned(tmp_path):
+  def config(num_steps):
+    c = gaussian_config()
+    c.train.num_steps = num_steps
+    c.train.checkpoint_every = 0
+    c.evals = ml_collections.ConfigDict()
+    common.likelihood_evals(c, every=2)  # validation at 2, 4, ...; test at the end
+    c.train.select = 'validation/nll_per_dim'
+    return c
+
+  def train(c, workdir):
+    ex = run.experiment(c, str(workdir), build_family=build_peaking)
+    return ex, train_lib.train_and_evaluate(ex)
+
+  ex, final = train(config(10), tmp_path / 'whole')
+  assert final['selected'] == {'step': 6, 'value': 0.0, 'metric': 'validation/nll_per_dim'}
+  assert final['validation']['nll_per_dim'] == 16.0  # the last step's own validation
+  assert final['test']['nll_per_dim'] == 0.0  # the test split saw step 6
+  assert ex.step == 6
+  # Interrupted after step 7 and resumed: the selection survives in the workdir.
+  _, first = train(config(7), tmp_path / 'resumed')
+  assert first['selected']['step'] == 6 and first['test']['nll_per_dim'] == 0.0
+  ex, final = train(config(10), tmp_path / 'resumed')
+  assert final['selected']['step'] == 6 and final['test']['nll_per_dim'] == 0.0 and ex.step == 6
+  c = config(4)
+  c.train.select = 'valdation/bpd'
+  with pytest.raises(ValueError, match="train.select='valdation/bpd'"):
+    train(c, tmp_path / 'typo')
