@@ -56,6 +56,11 @@ def main(config, workdir, mode='train', split=None, build_family=None):
     return metrics
   if ex.checkpointer.latest_step is None:
     raise MissingCheckpointError(f'no checkpoint in {workdir}; train first with --mode=train')
+  best = ex.checkpointer.best() if config.train.get('select') else None
+  if best is not None:  # the model selected in training (train.select)
+    ex.state = ex.checkpointer.restore_best(ex.state)
+    print(f'using step {best["step"]}, selected on {best["metric"]} = {best["value"]:.4f}',
+          flush=True)
   if mode == 'eval':
     split = split or config.data.eval_split
     metrics = ex.evaluate(parallel.replicate(ex.state), split=split)

@@ -227,6 +227,9 @@ def test_the_model_selected_on_validation_is_the_one_tested_and_returned(tmp_pat
   assert first['selected']['step'] == 6 and first['test']['nll_per_dim'] == 0.0
   ex, final = train(config(10), tmp_path / 'resumed')
   assert final['selected']['step'] == 6 and final['test']['nll_per_dim'] == 0.0 and ex.step == 6
+  # launch.py --mode=eval evaluates the selected model too.
+  assert run.main(config(10), str(tmp_path / 'resumed'), mode='eval',
+                  build_family=build_peaking)['nll_per_dim'] == 0.0
   c = config(4)
   c.train.select = 'valdation/bpd'
   with pytest.raises(ValueError, match="train.select='valdation/bpd'"):
