@@ -54,5 +54,13 @@ def main(argv):
     sys.exit(f'genjax: {e}')  # one actionable sentence, no traceback
 
 
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except (KeyError, AttributeError) as e:  # a misspelt --config.field: ml_collections says which
+    field, _, hint = str(e.args[0] if e.args else e).strip('\'"').partition('\n')
+    sys.exit(f'genjax: the config has no field {field.strip(chr(39))!r}' + (f'; {hint}' if hint else ''))
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -9,7 +9,7 @@ import os
 
 import jax
 
-from genjax import families, parallel, train, writers
+from genjax import config_check, families, parallel, train, writers
 from genjax.data import Dataset
 from genjax.errors import ConfigError, MissingCheckpointError
 
@@ -36,6 +36,7 @@ def _check_backend(config):
 
 
 def experiment(config, workdir, build_family=None):
+  config_check.check(config)
   _check_backend(config)
   data = Dataset(config.data, seed=config.seed)
   family = (build_family or families.build)(config, data.info)

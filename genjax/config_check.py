@@ -1,0 +1,67 @@
+"""Checks a config's values before any compute is spent on it.
+
+Every problem found is reported in one ConfigError that names the field, the
+value and what is allowed, rather than as an error deep inside numpy or JAX.
+Fields a config does not have are skipped, so one check serves every family.
+"""
+from genjax.errors import ConfigError
+
+# Sizes and counts that must be positive integers, wherever a config has them.
+POSITIVE = (
+    'data.batch_size', 'data.eval_batch_size', 'data.seq_len', 'train.num_steps',
+    'train.log_every', 'model.width', 'model.num_layers', 'model.num_heads', 'model.mlp_ratio',
+    'model.hidden', 'model.latent_dim', 'model.channels', 'model.num_steps', 'model.g_width',
+    'model.d_width', 'model.levels', 'model.steps', 'model.num_res_blocks', 'model.patch',
+    'model.pack', 'gan.n_critic', 'sample.length', 'sample.ddim_steps')
+NON_NEGATIVE = ('train.checkpoint_every', 'train.max_seconds', 'sample.num_samples',
+                'sample.top_k', 'sample.guidance', 'sample.truncation', 'optim.lr',
+                'optim.warmup_steps', 'optim.weight_decay', 'model.dropout')
+
+
+def _get(config, dotted):
+  node = config
+  for key in dotted.split('.'):
+    if not hasattr(node, 'keys') or key not in node:
+      return None
+    node = node[key]
+  return node
+
+
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def problems(config):
+  """A list of 'field=value: what is allowed' strings (empty if the config is fine)."""
+  out = []
+  for key in POSITIVE:
+    value = _get(config, key)
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    if value is not None and any(not isinstance(v, int) or isinstance(v, bool) or v <= 0
+                                 for v in values):
+      out.append(f'{key}={value!r}: must be a positive integer' +
+                 (' (each of them)' if isinstance(value, (tuple, list)) else ''))
+  for key in NON_NEGATIVE:
+    value = _get(config, key)
+    if value is not None and (not _is_number(value) or value < 0):
+      out.append(f'{key}={value!r}: must be >= 0')
+  temperature = _get(config, 'sample.temperature')
+  if temperature is not None and (not _is_number(temperature) or temperature < 0):
+    out.append(f'sample.temperature={temperature!r}: must be >= 0 (0 = greedy)')
+  top_p = _get(config, 'sample.top_p')
+  if top_p is not None and (not _is_number(top_p) or not 0 < top_p <= 1):
+    out.append(f'sample.top_p={top_p!r}: must be in (0, 1] (1 = off)')
+  steps, T = _get(config, 'sample.ddim_steps'), _get(config, 'model.num_steps')
+  if (_get(config, 'family') == 'diffusion' and _is_number(steps) and _is_number(T)
+      and steps > T):
+    out.append(f'sample.ddim_steps={steps}: at most model.num_steps (T = {T})')
+  width, heads = _get(config, 'model.width'), _get(config, 'model.num_heads')
+  if _is_number(width) and _is_number(heads) and heads > 0 and width > 0 and width % heads:
+    out.append(f'model.width={width} is not divisible by model.num_heads={heads}')
+  return out
+
+
+def check(config):
+  found = problems(config)
+  if found:
+    raise ConfigError('bad config: ' + '; '.join(found))

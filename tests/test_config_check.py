@@ -1,0 +1,106 @@
+"""Bad config values are refused before any compute, naming the field and what
+is allowed; every shipped config passes."""
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from genjax import config_check
+from genjax.errors import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAMILIES = ('autoregressive', 'diffusion', 'gan', 'vae', 'flow')
+
+
+def config(name='autoregressive:digits'):
+  module, variant = name.split(':')
+  return importlib.import_module(f'experiments.{module}').get_config(variant)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_every_shipped_config_passes(family):
+  module = importlib.import_module(f'experiments.{family}')
+  for variant in module.VARIANTS:
+    for suffix in ('', ',smoke'):
+      assert config_check.problems(module.get_config(variant + suffix)) == [], variant + suffix
+
+
+@pytest.mark.parametrize('name, field, value, says', [
+    ('autoregressive:digits', 'data.batch_size', 0, 'data.batch_size=0: must be a positive integer'),
+    ('autoregressive:digits', 'model.width', -8, 'model.width=-8: must be a positive'),
+    ('autoregressive:digits', 'model.width', 130, 'not divisible by model.num_heads=4'),
+    ('autoregressive:pysrc', 'sample.top_p', 1.5, 'sample.top_p=1.5: must be in (0, 1]'),
+    ('autoregressive:pysrc', 'sample.top_p', 0.0, 'sample.top_p=0.0: must be in (0, 1]'),
+    ('autoregressive:pysrc', 'sample.temperature', -1.0, 'sample.temperature=-1.0: must be >= 0'),
+    ('autoregressive:pysrc', 'sample.top_k', -3, 'sample.top_k=-3: must be >= 0'),
+    ('diffusion:digits', 'sample.guidance', -1.0, 'sample.guidance=-1.0: must be >= 0'),
+    ('diffusion:digits', 'sample.ddim_steps', 2000, 'at most model.num_steps (T = 1000)'),
+    ('vae:digits', 'model.latent_dim', 0, 'model.latent_dim=0'),
+    ('gan:digits', 'gan.n_critic', 0, 'gan.n_critic=0'),
+    ('flow:digits', 'train.num_steps', -5, 'train.num_steps=-5'),
+])
+def test_a_bad_value_is_named_with_what_is_allowed(name, field, value, says):
+  c = config(name)
+  node, leaf = c, field.split('.')
+  for key in leaf[:-1]:
+    node = node[key]
+  node[leaf[-1]] = value
+  with pytest.raises(ConfigError, match='bad config: .*' + re_escape(says)):
+    config_check.check(c)
+
+
+def re_escape(text):
+  import re  # pylint: disable=g-import-not-at-top
+  return re.escape(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(temperature=st.floats(-2, 3), top_k=st.integers(-5, 300), top_p=st.floats(-0.5, 1.5),
+       guidance=st.floats(-3, 8), ddim_steps=st.integers(-5, 1500))
+def test_sampler_options_are_refused_exactly_when_out_of_range(temperature, top_k, top_p,
+                                                               guidance, ddim_steps):
+  ar, diff = config('autoregressive:pysrc'), config('diffusion:digits')
+  ar.sample.temperature, ar.sample.top_k, ar.sample.top_p = temperature, top_k, top_p
+  diff.sample.guidance, diff.sample.ddim_steps = guidance, ddim_steps
+  ar_ok = temperature >= 0 and top_k >= 0 and 0 < top_p <= 1
+  diff_ok = guidance >= 0 and 0 < ddim_steps <= diff.model.num_steps
+  assert (config_check.problems(ar) == []) == ar_ok
+  assert (config_check.problems(diff) == []) == diff_ok
+
+
+@settings(max_examples=100, deadline=None)
+@given(field=st.sampled_from(['data.batch_size', 'data.eval_batch_size', 'train.num_steps',
+                              'model.width', 'model.num_layers', 'model.num_heads']),
+       value=st.integers(-1000, 1000))
+def test_sizes_are_refused_exactly_when_not_positive(field, value):
+  c = config('autoregressive:digits')
+  section, key = field.split('.')
+  c[section][key] = value
+  c.model.width = 128 if field != 'model.width' else c.model.width
+  c.model.num_heads = 4 if field != 'model.num_heads' else c.model.num_heads
+  bad = value <= 0 or (field == 'model.width' and value % 4) or (
+      field == 'model.num_heads' and 128 % value)
+  assert bool(config_check.problems(c)) == bool(bad)
+
+
+def _launch(*args):
+  return subprocess.run([sys.executable, 'launch.py', *args], cwd=ROOT, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_launch_refuses_bad_input_in_one_line(tmp_path):
+  out = _launch('--config=experiments/autoregressive.py:digits,smoke', f'--workdir={tmp_path}',
+                '--mode=sample', '--config.sample.top_p=1.5', '--config.sample.temperature=-1')
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      'genjax: bad config: sample.temperature=-1.0: must be >= 0 (0 = greedy); '
+      'sample.top_p=1.5: must be in (0, 1] (1 = off)')
+  out = _launch('--config=experiments/autoregressive.py:digits,smoke', f'--workdir={tmp_path}',
+                '--config.trian.num_steps=5')
+  assert out.returncode != 0 and 'Traceback' not in out.stderr
+  assert out.stderr.strip().splitlines()[-1] == (
+      'genjax: the config has no field \'trian\'; Did you mean "train" instead of "trian"?')
+  assert not os.listdir(tmp_path)  # nothing was written: refused before any work
