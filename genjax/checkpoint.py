@@ -8,6 +8,7 @@ inside a restore.
 import json
 import os
 
+from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
@@ -73,17 +74,39 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def restore_or(self, state):
-    """The latest checkpoint restored into `state`'s structure, or `state`."""
-    step = self._manager.latest_step()
-    if step is None:
+    """The latest checkpoint restored into `state`'s structure, or `state`.
+
+    A latest checkpoint that cannot be read while an older one can (a file
+    truncated or lost by a crash, a full disk) is damaged: it is deleted, with
+    a warning naming its step, and training resumes from the older one. If none
+    can be read, the state does not fit this config: an error says so.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
       return state
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    try:
-      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CheckpointMismatchError(
-          f'checkpoint {step} in {self.workdir} does not fit this config\'s state ({e}); '
-          'use a new --workdir') from e
+    damaged, first_error = [], None
+    for step in steps:
+      try:
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      except Exception as e:  # pylint: disable=broad-except  (orbax raises many kinds)
+        first_error = first_error or e
+        damaged.append(step)
+        continue
+      for bad in damaged:
+        logging.warning('checkpoint %d in %s is damaged (%s: %s); deleted, resuming from %d',
+                        bad, self.workdir, type(first_error).__name__,
+                        str(first_error).splitlines()[0][:200], step)
+        print(f'warning: checkpoint {bad} in {self.workdir} is damaged and was deleted; '
+              f'resuming from checkpoint {step}', flush=True)
+        if jax.process_index() == 0:
+          self._manager.delete(bad)
+      if damaged:
+        self._manager.reload()
+      return restored
+    raise CheckpointMismatchError(
+        f'checkpoint {steps[0]} in {self.workdir} does not fit this config\'s state '
+        f'({str(first_error).splitlines()[0][:300]}); use a new --workdir') from first_error
 
   # The model selected on a validation metric (config.train.select): one
   # checkpoint under workdir/best, and best.json with its step and value, written

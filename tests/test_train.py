@@ -156,3 +156,25 @@ def test_weight_decay_skips_biases_and_norms(tiny_config):
   mask = optim._decay_mask(params)
   assert mask == {'qkv': {'kernel': True, 'bias': False}, 'ln': {'scale': False, 'bias': False},
                   'embed': {'embedding': True}}
+
+
+def test_a_damaged_latest_checkpoint_is_dropped_and_the_previous_one_resumes(
+    tmp_path, tiny_config, capsys):
+  config = tiny_config('digits')
+  config.train.num_steps, config.train.checkpoint_every, config.train.keep_checkpoints = 6, 2, 2
+  config.evals = type(config.evals)()  # no evaluators: only the state matters here
+  train_run(config, str(tmp_path / 'straight'))
+  train_run(config, str(tmp_path / 'damaged'))
+  # A crash in the middle of writing step 6: its largest file loses its second half.
+  files = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / 'damaged' / 'checkpoints' / '6')
+           for f in fs]
+  largest = max(files, key=os.path.getsize)
+  with open(largest, 'r+b') as f:
+    f.truncate(os.path.getsize(largest) // 2)
+  capsys.readouterr()
+  ex = run.experiment(config, str(tmp_path / 'damaged'))
+  assert 'checkpoint 6 in' in capsys.readouterr().out and ex.step == 4
+  assert checkpoint.Checkpointer(str(tmp_path / 'damaged'), config).latest_step == 4
+  train.train_and_evaluate(ex)  # steps 5 and 6 again
+  chex.assert_trees_all_equal(params_of(str(tmp_path / 'straight'), config),
+                              params_of(str(tmp_path / 'damaged'), config))
