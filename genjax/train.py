@@ -94,7 +94,10 @@ class Experiment:
 
 
 def _check_finite(mean, family, step, checkpointer):
-  bad = {k: mean[k] for k in family.finite if k in mean and not np.isfinite(mean[k])}
+  # The family's losses, and every gradient norm base.update logs (a NaN gradient
+  # can come with a finite loss).
+  keys = list(family.finite) + sorted(k for k in mean if k.endswith('grad_norm'))
+  bad = {k: mean[k] for k in keys if k in mean and not np.isfinite(mean[k])}
   if bad:
     last = checkpointer.latest_step
     raise DivergedError(

@@ -100,8 +100,28 @@ def test_a_diverging_metric_names_itself_and_the_family_advice(tmp_path):
   config = gaussian_config()
   config.optim.lr = float('nan')
   config.train.num_steps = 4
-  with pytest.raises(FloatingPointError, match=r'loss is nan at step 4; lower optim.lr'):
+  with pytest.raises(FloatingPointError, match=r'loss is nan(, grad_norm is nan)? at step 4; lower optim.lr'):
     run.main(config, str(tmp_path), build_family=build_gaussian)
+
+
+def test_a_nan_gradient_with_a_finite_loss_stops_the_run(tmp_path):
+  def build(config, info):
+    family = build_gaussian(config, info)
+    tx = optax.adam(config.optim.lr)
+
+    def train_step(state, batch, rng):
+      del rng
+      # sqrt(0 * m) is 0, but its gradient at 0 is 0 * inf = NaN.
+      loss = lambda p: jnp.sqrt(0.0 * p['mean'] ** 2).sum() + p['log_std'].sum() ** 2
+      params, opt_state, metrics, _ = base.update(loss, state.params, state.opt_state, tx)
+      return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return dataclasses.replace(family, train_step=train_step)
+
+  config = gaussian_config()
+  config.train.num_steps, config.train.log_every = 4, 2
+  with pytest.raises(FloatingPointError, match=r'grad_norm is nan at step 2;.*no checkpoint'):
+    run.main(config, str(tmp_path), build_family=build)
 
 
 def test_mode_stats_on_hand_made_points():
