@@ -61,7 +61,7 @@ def train(config, workdir):
   return ex
 
 
-def show(figure, title=None, ax=None, scale=1):
+def show(figure, title=None, ax=None, scale=4):
   """A figure dict of a family's tools['figures'] ({'images', 'value_range', ...}
   or {'rgb'}), drawn with matplotlib."""
   if 'rgb' in figure:
@@ -70,7 +70,8 @@ def show(figure, title=None, ax=None, scale=1):
     kwargs = {k: figure[k] for k in ('rows_of', 'cols') if figure.get(k) is not None}
     grid = writers.image_grid(figure['images'], figure['value_range'], scale=scale, **kwargs)
   if ax is None:
-    _, ax = plt.subplots(figsize=(min(12, 1 + grid.shape[1] / 40), min(12, 1 + grid.shape[0] / 40)))
+    _, ax = plt.subplots(figsize=(min(14, 0.5 + grid.shape[1] / 80),
+                                  min(14, 0.5 + grid.shape[0] / 80)))
   ax.imshow(grid.squeeze(), cmap='gray', interpolation='nearest')
   ax.set_axis_off()
   if title:
