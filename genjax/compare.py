@@ -69,6 +69,8 @@ def family_config(name, fam, c, seed):
   config = module.get_config(fam.variant + (',smoke' if c.smoke else ''))
   config.seed = seed
   config.data.name = c.dataset
+  if 'data' in c:
+    config.data.data_dir, config.data.download = c.data.data_dir, c.data.download
   if not c.smoke:
     if fam.num_steps:  # 0: the family config's own schedule length
       config.train.num_steps = fam.num_steps

@@ -78,7 +78,7 @@ def _needs_internet(path, variant):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config(variant)
-  name = config.data.name if 'data' in config else config.dataset  # compare: one dataset for all
+  name = config.dataset if config.family == 'compare' else config.data.name  # compare: one for all
   return name.split('/')[0] not in OFFLINE
 
 
@@ -97,8 +97,13 @@ def chain(cmd):
 
 
 def chains():
-  out = {}
+  out, runs = {}, set()
   for cmd in documented_commands():
+    argv, _ = tiny(cmd, '')
+    run = tuple(a for a in argv if not a.startswith('--workdir='))
+    if chain(cmd) not in out and run in runs:
+      continue  # the same run as an earlier command but for its workdir (python launch.py)
+    runs.add(run)
     out.setdefault(chain(cmd), []).append(cmd)
   return out
 
