@@ -359,4 +359,7 @@ class _Prefetch:
     return item
 
   def close(self):
+    """Stops the thread and waits for the batch it is computing, so that
+    nothing reads the dataset once the loop has returned."""
     self._stop.set()
+    self._thread.join()
