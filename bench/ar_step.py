@@ -1,17 +1,28 @@
-"""Throughput and model FLOPs utilisation of the AR train step.
+"""Throughput and model FLOPs utilisation of the AR train step, against a
+PyTorch GPT of the same architecture timed in the same script.
 
-  python bench/ar_step.py            # nanoGPT's CPU setting: 4 layers, 4 heads,
-                                     # width 128, block 64, batch 12
-  python bench/ar_step.py --batch=64 --steps=30
-  python bench/ar_step.py --smoke    # one tiny step: checks the script runs (the test suite does)
+  python bench/ar_step.py                     # nanoGPT's CPU setting: 4 layers, 4 heads,
+                                              # width 128, block 64, batch 12
+  python bench/ar_step.py --size=baby --torch # 6 layers, 6 heads, width 384, block 256, batch 64
+  python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch   # GPT-2 small, for a GPU
+  python bench/ar_step.py --smoke             # one tiny step: checks the script runs (the suite does)
 
-Prints tokens/s of the full pmapped train step (best of 3 rounds) (forward, backward, pmean,
-AdamW), a split of its time into forward / forward+backward / optimizer, and
-MFU = analytic model FLOPs/s over a float32 matmul peak measured in the same
-process (the best of square matmuls of a few sizes). Model FLOPs follow the
-PaLM appendix: 6 N per token for the N non-embedding weights and the tied
-output projection, plus 12 L T C per token for attention; XLA's own count of
-the compiled step is printed beside it.
+`--torch` needs the benchmark-only extras (`pip install -r requirements-bench.txt`);
+without them the PyTorch column says so and the rest still runs.
+
+Prints tokens/s of the full pmapped train step (forward, backward, pmean,
+gradient clipping, AdamW), a split of its time into forward / forward+backward
+/ the rest, and MFU = analytic model FLOPs/s over a matmul peak measured in the
+same process, in the compute dtype (the best of square matmuls large enough to
+reach it), with the datasheet peak beside it where the device is known. Model
+FLOPs follow the PaLM appendix: 6 N per token for the N non-embedding weights
+and the tied output projection, plus 12 L T C per token for attention.
+
+The PyTorch GPT is the same network: pre-LayerNorm blocks, fused qkv, rotary
+positions (the same half-split convention), tanh GELU, tied embeddings,
+AdamW (weight decay 0.1) after clipping the global norm to 1, causal
+`scaled_dot_product_attention`; bfloat16 through autocast. The two run
+interleaved, round by round, and the best round of each is kept.
 """
 import argparse
 import time
@@ -20,36 +31,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import benchlib
 from experiments import autoregressive as ar_config
 from genjax import parallel
 from genjax.data.pipeline import DatasetInfo
 from genjax.families import autoregressive as ar
 
-
-ROUNDS = 3
-
-
-def timeit(fn, steps, warmup=3, rounds=None):
-  """Seconds per call: the best of `rounds` timed rounds (the machine is shared)."""
-  for _ in range(warmup):
-    jax.block_until_ready(fn())
-  best = float('inf')
-  for _ in range(rounds or ROUNDS):
-    t = time.perf_counter()
-    for _ in range(steps):
-      out = fn()
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - t) / steps)
-  return best
+SIZES = {  # layers, heads, width, block, batch, timed steps per round
+    'nanogpt': (4, 4, 128, 64, 12, 20),
+    'baby': (6, 6, 384, 256, 64, 1),
+    'gpt2': (12, 12, 768, 1024, 16, 10),
+}
+# Dense matmul peaks from the vendors' datasheets (TFLOP/s), by compute dtype.
+DATASHEET = {
+    'H100': {'bfloat16': 989.0, 'float32': 67.0},  # SXM; float32 without TF32
+    'H200': {'bfloat16': 989.0, 'float32': 67.0},
+    'A100': {'bfloat16': 312.0, 'float32': 19.5},
+}
 
 
-def matmul_peak(sizes):
+def matmul_peak(sizes, dtype):
   best = 0.0
   for n in sizes:
-    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
-    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), jnp.float32)
-    f = jax.jit(jnp.dot)
-    dt = timeit(lambda: f(a, b), steps=max(3, int(2e9 / (2 * n ** 3))), warmup=1)
+    a = jax.random.normal(jax.random.PRNGKey(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.PRNGKey(1), (n, n), dtype)
+    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    dt = benchlib.timeit(lambda: f(a, b), steps=max(3, int(2e9 / (2 * n ** 3))))
     best = max(best, 2 * n ** 3 / dt)
   return best
 
@@ -59,31 +66,106 @@ def model_flops_per_token(L, C, T, V, mlp_ratio=4):
   return 6 * n_weights + 12 * L * T * C
 
 
+def torch_step(args, tokens):
+  """A PyTorch train step of the same network, or (None, why not)."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None, 'not installed (pip install -r requirements-bench.txt)'
+  from torch import nn  # pylint: disable=g-import-not-at-top
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  L, H, C, T = args.layers, args.heads, args.width, args.block
+  D = C // H
+  freqs = 10000.0 ** (-torch.arange(D // 2, dtype=torch.float32) / (D // 2))
+  angles = torch.arange(T, dtype=torch.float32)[:, None] * freqs  # TxD/2
+  cos, sin = angles.cos().to(device), angles.sin().to(device)
+
+  def rotary(x):  # BxHxTxD, the two halves rotated as in genjax.nn.transformer.rotary
+    x1, x2 = x.float().chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], -1).to(x.dtype)
+
+  class Block(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.ln_attn, self.ln_mlp = nn.LayerNorm(C), nn.LayerNorm(C)
+      self.qkv, self.out = nn.Linear(C, 3 * C), nn.Linear(C, C)
+      self.fc, self.proj = nn.Linear(C, 4 * C), nn.Linear(4 * C, C)
+
+    def forward(self, x):
+      B = x.shape[0]
+      q, k, v = self.qkv(self.ln_attn(x)).view(B, T, 3, H, D).permute(2, 0, 3, 1, 4)
+      h = F.scaled_dot_product_attention(rotary(q), rotary(k), v, is_causal=True)
+      x = x + self.out(h.transpose(1, 2).reshape(B, T, C))
+      return x + self.proj(F.gelu(self.fc(self.ln_mlp(x)), approximate='tanh'))
+
+  class GPT(nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.embed = nn.Embedding(256, C)
+      self.blocks = nn.ModuleList(Block() for _ in range(L))
+      self.ln_final = nn.LayerNorm(C)
+
+    def forward(self, idx):
+      x = self.embed(idx)
+      for block in self.blocks:
+        x = block(x)
+      return self.ln_final(x) @ self.embed.weight.T
+
+  torch.manual_seed(0)
+  model = GPT().to(device)
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1,
+                          fused=device == 'cuda')
+  if args.compile:
+    model = torch.compile(model)
+  x = torch.as_tensor(tokens[:, :-1], dtype=torch.long, device=device)
+  y = torch.as_tensor(tokens[:, 1:], dtype=torch.long, device=device)
+  autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=args.dtype == 'bfloat16')
+
+  def step():
+    with autocast:
+      loss = F.cross_entropy(model(x).float().view(-1, 256), y.reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
+    return loss
+
+  label = f'torch {torch.__version__} ({device}{", compiled" if args.compile else ", eager"})'
+  return step, label
+
+
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument('--layers', type=int, default=4)
-  p.add_argument('--heads', type=int, default=4)
-  p.add_argument('--width', type=int, default=128)
-  p.add_argument('--block', type=int, default=64)
-  p.add_argument('--batch', type=int, default=12)
-  p.add_argument('--steps', type=int, default=50)
+  p.add_argument('--size', choices=sorted(SIZES), default='nanogpt')
+  p.add_argument('--batch', type=int, default=0, help='0: the size preset\'s batch')
+  p.add_argument('--steps', type=int, default=0, help='timed steps per round; 0: the preset\'s')
+  p.add_argument('--rounds', type=int, default=3)
+  p.add_argument('--dtype', choices=('float32', 'bfloat16'), default='float32',
+                 help='compute dtype (config.model.dtype); parameters stay float32')
+  p.add_argument('--torch', action='store_true', help='also time the PyTorch GPT')
+  p.add_argument('--compile', action='store_true', help='torch.compile the PyTorch GPT')
   p.add_argument('--smoke', action='store_true', help='one tiny step, one round: no timing value')
   args = p.parse_args()
-  global ROUNDS
-  sizes = (256, 512, 1024, 2048)
+  args.layers, args.heads, args.width, args.block, batch, steps = SIZES[args.size]
+  args.batch, args.steps = args.batch or batch, args.steps or steps
+  sizes = (1024, 2048, 4096) if jax.default_backend() != 'cpu' else (512, 1024, 2048)
   if args.smoke:
     args.layers, args.heads, args.width, args.block, args.batch, args.steps = 1, 2, 32, 16, 4, 1
-    ROUNDS, sizes = 1, (64,)
+    args.rounds, sizes = 1, (64,)
 
   config = ar_config.get_config('pysrc')
   config.model.num_layers, config.model.num_heads, config.model.width = args.layers, args.heads, args.width
   config.data.seq_len, config.data.batch_size = args.block, args.batch
-  config.model.dropout = 0.0
+  config.model.dropout, config.model.dtype = 0.0, args.dtype
   info = DatasetInfo('bench', 'text', (args.block + 1,), 256, 0, {})
   family = ar.build(config, info)
   tokens = np.random.default_rng(0).integers(0, 256, (args.batch, args.block + 1)).astype(np.int32)
   state = family.init(jax.random.PRNGKey(0), {'tokens': tokens})
-  n = jax.local_device_count()
 
   step = parallel.pmap_train_step(family.train_step)
   batch = parallel.shard({'tokens': tokens})
@@ -93,10 +175,13 @@ def main():
     holder[0], metrics = step(holder[0], batch, jax.random.PRNGKey(0))
     return metrics
 
-  t = time.perf_counter()
-  jax.block_until_ready(full_step())
-  compile_s = time.perf_counter() - t
-  dt_step = timeit(full_step, args.steps)
+  compile_s, _ = benchlib.first_call(full_step)
+  t_step, why = torch_step(args, tokens) if args.torch else (None, 'not run (--torch)')
+  dt_step = dt_torch = float('inf')
+  for _ in range(args.rounds):  # interleaved: both see the same machine state
+    dt_step = min(dt_step, benchlib.timeit(full_step, args.steps, warmup=1, rounds=1))
+    if t_step is not None:
+      dt_torch = min(dt_torch, benchlib.timeit(t_step, args.steps, warmup=1, rounds=1))
 
   # Split: forward only, forward + backward (no pmap, no optimizer).
   model = ar.make_model(config, info)
@@ -105,29 +190,39 @@ def main():
   def loss(params):
     return ar.token_nll(model, params, tok, 256).mean()
 
-  fwd = jax.jit(loss)
-  fwd_bwd = jax.jit(jax.value_and_grad(loss))
-  dt_fwd = timeit(lambda: fwd(state.params), args.steps)
-  dt_fwd_bwd = timeit(lambda: fwd_bwd(state.params), args.steps)
-  xla_flops = fwd_bwd.lower(state.params).compile().cost_analysis()
-  xla_flops = xla_flops[0] if isinstance(xla_flops, list) else xla_flops
-  xla_flops = xla_flops.get('flops', float('nan'))
+  fwd, fwd_bwd = jax.jit(loss), jax.jit(jax.value_and_grad(loss))
+  dt_fwd = benchlib.timeit(lambda: fwd(state.params), args.steps, rounds=args.rounds)
+  dt_fwd_bwd = benchlib.timeit(lambda: fwd_bwd(state.params), args.steps, rounds=args.rounds)
 
-  peak = matmul_peak(sizes)
+  peak = matmul_peak(sizes, jnp.dtype(args.dtype))
+  kind = jax.devices()[0].device_kind
+  sheet = next((v[args.dtype] for k, v in DATASHEET.items() if k in kind), None)
   tokens_per_step = args.batch * args.block
   flops_tok = model_flops_per_token(args.layers, args.width, args.block, 256)
   achieved = flops_tok * tokens_per_step / dt_step
-  print(f'device: {jax.devices()[0].device_kind} x{n} ({jax.default_backend()}), jax {jax.__version__}')
-  print(f'setting: {args.layers} layers, {args.heads} heads, width {args.width}, block {args.block}, '
-        f'batch {args.batch}')
+  print(f'machine: {benchlib.machine()}')
+  print(f'setting: {args.size}: {args.layers} layers, {args.heads} heads, width {args.width}, '
+        f'block {args.block}, batch {args.batch}, {args.dtype}')
   print(f'compile (first step): {compile_s:.2f} s')
-  print(f'train step: {dt_step * 1e3:.2f} ms  ->  {tokens_per_step / dt_step:,.0f} tokens/s')
+  print(f'genjax train step: {dt_step * 1e3:.2f} ms  ->  {tokens_per_step / dt_step:,.0f} tokens/s')
   print(f'  forward {dt_fwd * 1e3:.2f} ms | forward+backward {dt_fwd_bwd * 1e3:.2f} ms | '
         f'optimizer, pmean and dispatch {max(dt_step - dt_fwd_bwd, 0) * 1e3:.2f} ms')
-  print(f'model FLOPs/token: {flops_tok / 1e6:.2f} M (XLA counts {xla_flops / tokens_per_step / 1e6:.2f} M '
-        f'for forward+backward)')
-  print(f'float32 matmul peak (measured): {peak / 1e9:.1f} GFLOP/s')
-  print(f'achieved: {achieved / 1e9:.1f} GFLOP/s  ->  MFU {100 * achieved / peak:.1f}%')
+  if t_step is not None:
+    print(f'{why} train step: {dt_torch * 1e3:.2f} ms  ->  {tokens_per_step / dt_torch:,.0f} tokens/s')
+    print(f'genjax / torch tokens/s: {dt_torch / dt_step:.2f}x')
+  else:
+    print(f'torch: {why}')
+  print(f'model FLOPs/token: {flops_tok / 1e6:.2f} M')
+  print(f'{args.dtype} matmul peak (measured, sizes {sizes}): {peak / 1e9:,.1f} GFLOP/s'
+        + (f'; datasheet {sheet:g} TFLOP/s' if sheet else '; datasheet: not known for this device'))
+  mfu = 100 * achieved / peak
+  print(f'achieved: {achieved / 1e9:,.1f} GFLOP/s  ->  MFU {mfu:.1f}% of the measured peak')
+  ratio = f'{dt_torch / dt_step:.2f}x' if t_step is not None else 'n/a'
+  benchlib.table(['size', 'dtype', 'genjax ms/step', 'tokens/s', 'torch ms/step', 'ratio', 'MFU',
+                  'compile s'],
+                 [[args.size, args.dtype, f'{dt_step * 1e3:.1f}', f'{tokens_per_step / dt_step:,.0f}',
+                   f'{dt_torch * 1e3:.1f}' if t_step is not None else 'n/a', ratio, f'{mfu:.0f}%',
+                   f'{compile_s:.1f}']])
 
 
 if __name__ == '__main__':

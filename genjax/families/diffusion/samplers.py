@@ -59,6 +59,14 @@ def ddpm(predict, sched, z_T, rng, variance='small', clip=True, known=None, path
   tilde beta_t) or 'large' (beta_t). `known` = (mask, x0): inpainting. Returns
   x_0, and with `path` also x_t for t = T-1..0 (T, N, ...)."""
   T = sched.num_steps
+  step = ddpm_step(predict, sched, variance, clip, known, path)
+  ts = jnp.arange(T, 0, -1)
+  z0, zs = jax.lax.scan(step, z_T, (ts, jax.random.split(rng, T)))
+  return (z0, zs) if path else z0
+
+
+def ddpm_step(predict, sched, variance='small', clip=True, known=None, path=False):
+  """The body of `ddpm`'s scan: (z_t, (t, key)) -> (z_{t-1}, z_{t-1} if path)."""
 
   def step(z, xs):
     t, key = xs
@@ -71,9 +79,7 @@ def ddpm(predict, sched, z_T, rng, variance='small', clip=True, known=None, path
     z = _reimpose(sched, z, t - 1, known, k_known)
     return z, (z if path else None)
 
-  ts = jnp.arange(T, 0, -1)
-  z0, zs = jax.lax.scan(step, z_T, (ts, jax.random.split(rng, T)))
-  return (z0, zs) if path else z0
+  return step
 
 
 def ddim_timesteps(T, num_steps, start=None):

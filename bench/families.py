@@ -1,0 +1,62 @@
+"""Every family at its default config: train steps/second, samples/second, and
+the compile time of its train step and of its sampler.
+
+  python bench/families.py                 # the five defaults, one after another
+  python bench/families.py --smoke         # the VAE's smoke config: checks the script runs
+
+A family's default is what `python launch.py --config=experiments/<family>.py`
+trains (the AR model on pysrc, the others on digits or toy2d). The train step
+is the pmapped step the trainer runs, on real batches read before the clock
+starts (bench/pipeline.py times the loader); samples/second is the family's
+`sample` with its config's sampler, after its first (compiling) call.
+Compile time = the first call's time minus a later call's.
+"""
+import argparse
+import importlib
+import inspect
+
+import benchlib
+from genjax import families
+
+TARGET_COMPILE_S = 30.0
+
+
+def default_config(name, smoke=False):
+  module = importlib.import_module(f'experiments.{name}')
+  default = inspect.signature(module.get_config).parameters['arg'].default
+  return module.get_config(default + (',smoke' if smoke else '')), default
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--families', default='', help='comma-separated; default: every registered one')
+  p.add_argument('--steps', type=int, default=10, help='timed train steps per round')
+  p.add_argument('--num_samples', type=int, default=64)
+  p.add_argument('--smoke', action='store_true')
+  args = p.parse_args()
+  rounds = 3
+  names = args.families or ','.join(sorted(families.REGISTRY))
+  if args.smoke:  # one family: the code path is the same for all, and the suite tests each
+    args.steps, args.num_samples, rounds = 1, 4, 1
+    names = args.families or 'vae'
+  rows = []
+  for name in names.split(','):
+    config, variant = default_config(name, args.smoke)
+    data, family, state = benchlib.family_setup(config)
+    step_compile, steps_per_s = benchlib.train_step_cost(family, state, data, args.steps, rounds)
+    sample_compile, samples_per_s = benchlib.sample_cost(family, state, args.num_samples)
+    B = config.data.batch_size
+    rows.append([f'{name} ({variant})', config.data.name, B, f'{steps_per_s:.2f}',
+                 f'{steps_per_s * B:,.0f}', f'{step_compile:.1f}',
+                 benchlib.verdict(step_compile, TARGET_COMPILE_S, higher_is_better=False),
+                 f'{samples_per_s:,.1f}', f'{sample_compile:.1f}'])
+    print(f'{name}: {steps_per_s:.2f} steps/s, compile {step_compile:.1f} s; '
+          f'{samples_per_s:.1f} samples/s, sampler compile {sample_compile:.1f} s', flush=True)
+  print(f'machine: {benchlib.machine()}')
+  benchlib.table(['family (config)', 'data', 'batch', 'train steps/s', 'examples/s',
+                  'step compile s', f'<= {TARGET_COMPILE_S:.0f} s', 'samples/s',
+                  'sampler compile s'], rows)
+
+
+if __name__ == '__main__':
+  main()
