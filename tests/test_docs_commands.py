@@ -61,7 +61,8 @@ def tiny(cmd, tmp):
       a = os.path.join(tmp, os.path.basename(a.rstrip('/')))
     out.append(a)
   if args[0].startswith('bench/'):
-    out.append('--smoke')
+    if '--smoke' not in out:
+      out.append('--smoke')
     if "'--workdir'" in open(os.path.join(ROOT, args[0])).read() and not any(
         a.startswith('--workdir=') for a in args):
       out.append(f'--workdir={tmp}/bench')  # never a default that a user's own run may hold
@@ -87,6 +88,10 @@ def test_the_documented_commands_are_found():
   assert any(c.startswith('python launch.py --config=experiments/autoregressive.py:digits')
              for c in commands)
   assert 'python bench/ar_step.py' in commands
+  # Every benchmark shows its command, so its smoke mode runs here and cannot rot.
+  scripts = {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'bench', '*.py'))}
+  shown = {c.split()[1] for c in commands if c.split()[1].startswith('bench/')}
+  assert scripts - {'bench/benchlib.py'} <= shown, scripts - shown
 
 
 def chain(cmd):

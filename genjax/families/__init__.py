@@ -9,6 +9,7 @@ REGISTRY = {
     'diffusion': 'genjax.families.diffusion',
     'flow': 'genjax.families.flow',
     'gan': 'genjax.families.gan',
+    'masked_diffusion': 'genjax.families.masked_diffusion',
     'vae': 'genjax.families.vae',
 }
 

@@ -110,6 +110,7 @@ class Transformer(nn.Module):
   positions: str = 'rotary'  # or 'learned'
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
+  causal: bool = True  # False: a bidirectional encoder (the masked-diffusion denoiser)
 
   def setup(self):
     if self.positions not in ('rotary', 'learned'):
@@ -121,7 +122,7 @@ class Transformer(nn.Module):
     if self.positions == 'learned':
       self.pos_embed = self.param('pos_embed', nn.initializers.normal(0.02), (self.max_len, self.width))
     self.blocks = [Block(self.num_heads, self.mlp_ratio, self.positions == 'rotary', self.dropout,
-                         self.dtype, name=f'block_{i}') for i in range(self.num_layers)]
+                         self.dtype, self.causal, name=f'block_{i}') for i in range(self.num_layers)]
     self.ln_final = nn.LayerNorm(dtype=self.dtype, name='ln_final')
     self.drop = nn.Dropout(self.dropout)
 
