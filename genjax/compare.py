@@ -14,8 +14,9 @@ at the named variant) with the comparison's seed and budget, in
 
 Every cell comes from a run; a metric a family cannot give is 'n/a'.
 """
-import importlib
+import ast
 import functools
+import importlib
 import json
 import math
 import os
@@ -48,6 +49,14 @@ COLUMNS = (
     ('high_quality', 'high quality', 'share of samples within 3 std of some mode', '{:.3f}'),
     ('kl_uniform', 'KL to uniform', 'KL divergence from the samples\' mode histogram (samples '
      'within 3 std) to the uniform one over the modes', '{:.3f}'),
+    ('nats_per_byte', 'validation nats/byte', 'text: negative log-likelihood of the whole '
+     'validation split (pysrc has no test split) in nats per byte; exact for the AR model, the '
+     'continuous-time ELBO bound for masked diffusion', '{:.3f}'),
+    ('ar_nll', 'AR nats/byte of samples', 'text: the trained AR model\'s negative '
+     'log-likelihood of the samples (bytes 2..64 given the first), nats per byte; the AR '
+     'model\'s own samples and the validation text are the references', '{:.3f}'),
+    ('parses', 'parses', 'text: share of samples that `ast.parse` accepts after cutting them '
+     'to whole lines (a trailing block opener gets an indented `pass`)', '{:.3f}'),
     ('network_evals', 'net evals / sample', 'network evaluations to draw one sample', '{:.0f}'),
     ('samples_per_s', 'samples/s', 'samples per second after compilation, batches of '
      '`cost.num_samples`, same machine and process', '{:.1f}'),
@@ -121,8 +130,10 @@ def _records(workdir):
     return [json.loads(line) for line in f]
 
 
-def run_one(name, fam, c, seed, workdir):
-  """Trains one family with one seed and measures it; returns its metrics and samples."""
+def run_one(name, fam, c, seed, workdir, refs=None):
+  """Trains one family with one seed and measures it; returns its metrics, its
+  samples and its experiment. `refs`: experiments already run ({family: ex}),
+  for the text metrics that score samples with the AR model."""
   config = family_config(name, fam, c, seed)
   ex = run.experiment(config, workdir)
   final = train.train_and_evaluate(ex)
@@ -135,7 +146,9 @@ def run_one(name, fam, c, seed, workdir):
          'headline': ex.family.headline, 'likelihood': ex.family.likelihood,
          'network_evals': ex.family.tools.get('network_evals')}
   test = final.get('test', {})
-  if ex.family.likelihood != 'none' and 'bpd' in test:
+  if ex.data.info.modality == 'text' and 'nll_per_dim' in final.get('validation', {}):
+    out['nats_per_byte'] = final['validation']['nll_per_dim']  # the whole split, at the end
+  elif ex.family.likelihood != 'none' and 'bpd' in test:
     out['bpd'] = test['bpd']
   elif ex.family.likelihood != 'none' and 'nll' in test:  # points: no bits/dim
     out['nll'] = test['nll']
@@ -143,16 +156,20 @@ def run_one(name, fam, c, seed, workdir):
   out['roughness'] = roughness(workdir, ex.family.headline)
   out['samples_per_s'], out['sample_compile_s'], samples = sampling_cost(
       ex.family, ex.state, c.cost.num_samples)
-  measure = quality_measure(ex, config)
+  measure = quality_measure(ex, config, (refs or {}).get('autoregressive', ex))
   out.update(measure(samples))
+  texts = {}
+  if 'tokens' in samples:
+    texts[f'{name}'] = text_lines(samples['tokens'])
   if 'image' in samples:
     out['classifier_test_accuracy'] = classifier.load(config.data.name,
                                                       config.data.data_dir).test_accuracy
   # The same model under its other samplers (diffusion: DDIM step counts, DDPM).
   settings = ex.family.tools.get('sampler_settings')
+  counts = c.cost.text_steps if ex.data.info.modality == 'text' else c.cost.ddim_steps
   out['cost_points'] = []
-  for label, kwargs, evals in (settings(tuple(c.cost.ddim_steps)) if settings else []):
-    if kwargs['sampler'] == 'ddpm' and not c.cost.ddpm:
+  for label, kwargs, evals in (settings(tuple(counts)) if settings else []):
+    if kwargs.get('sampler') == 'ddpm' and not c.cost.ddpm:
       continue
     sampler = functools.partial(ex.family.sample, **kwargs)
     per_s, _, extra = sampling_cost(types.SimpleNamespace(sample=sampler), ex.state,
@@ -160,13 +177,25 @@ def run_one(name, fam, c, seed, workdir):
     print(f'compare: {name} {label}: {per_s:.1f} samples/s', flush=True)
     out['cost_points'].append({'sampler': label, 'network_evals': evals, 'samples_per_s': per_s,
                                **measure(extra)})
-  return out, samples, ex.data.info
+    if 'tokens' in extra:
+      texts[f'{name}, {label}'] = text_lines(extra['tokens'])
+  if texts:
+    out['text_samples'] = texts
+  return out, samples, ex
 
 
-def quality_measure(ex, config):
+def quality_measure(ex, config, reference=None):
   """samples -> their quality metrics: images in the classifier's feature space
-  against the train split; 2-D points against the mixture's modes, if it has any."""
+  against the train split; 2-D points against the mixture's modes, if it has any;
+  text by `ast.parse` and by the nats/byte the `reference` (AR) experiment gives it."""
   meta = ex.data.info.metadata or {}
+  if ex.data.info.modality == 'text':
+    def text_quality(samples):
+      out = {'parses': parse_share(samples['tokens'])}
+      if reference is not None and reference.family.name == 'autoregressive':
+        out['ar_nll'] = score_text(reference, samples['tokens'])
+      return out
+    return text_quality
   if ex.data.info.modality == 'image':
     clf = classifier.load(config.data.name, config.data.data_dir)
     real = clf.features(quality.split_images(ex.data, 'train'))
@@ -178,6 +207,62 @@ def quality_measure(ex, config):
       return stats
     return point_quality
   return lambda samples: {}
+
+
+def text_lines(tokens, num=8):
+  return [bytes(np.asarray(row, np.uint8)).decode('utf-8', 'replace') for row in tokens[:num]]
+
+
+def parses(text):
+  """Whether `text`, cut to whole lines, is Python that `ast.parse` accepts; a
+  last line that opens a block (ends in ':') gets an indented `pass`."""
+  lines = text.split('\n')[:-1] if '\n' in text else []
+  while lines and not lines[-1].strip():
+    lines.pop()
+  if not lines:
+    return False
+  if lines[-1].rstrip().endswith(':'):
+    indent = len(lines[-1]) - len(lines[-1].lstrip())
+    lines.append(' ' * (indent + 4) + 'pass')
+  try:
+    ast.parse('\n'.join(lines))
+    return True
+  except (SyntaxError, ValueError):
+    return False
+
+
+def parse_share(tokens):
+  texts = [bytes(np.asarray(row, np.uint8)).decode('utf-8', 'replace') for row in tokens]
+  return float(np.mean([parses(t) for t in texts]))
+
+
+def score_text(ex, tokens, length=64):
+  """Nats/byte that `ex`'s model gives bytes 2..length of each row of `tokens`
+  (the first byte is context): exact for the AR model, a bound for masked diffusion."""
+  x = np.asarray(tokens)[:, :length].astype(np.int32)
+  step = _score_steps.setdefault(id(ex), jax.jit(ex.family.eval_step))
+  out = step(ex.state, {'tokens': x, 'mask': np.ones(len(x), bool)}, jax.random.PRNGKey(0))
+  return float(out['nll']) / float(out['dims'])
+
+
+_score_steps = {}
+
+
+def text_scores(experiments, samples_by_family, num=256):
+  """Markdown: each model's nats/byte of each family's samples and of validation text."""
+  any_ex = next(iter(experiments.values()))
+  real = np.concatenate([b['tokens'] for b in any_ex.data.eval_batches('validation', 1)])[:num]
+  sets = {'validation text': real}
+  sets.update({f'{k} samples': v['tokens'] for k, v in samples_by_family.items()})
+  names = list(experiments)
+  lines = ['', 'Each model scoring each set (nats/byte of bytes 2..64; exact for the AR model, a '
+           'bound for masked diffusion; the validation text is the reference):', '',
+           '| text | ' + ' | '.join(f'scored by {n}' for n in names) + ' |',
+           '|---|' + '---:|' * len(names)]
+  for label, tokens in sets.items():
+    lines.append(f'| {label} | ' + ' | '.join(f'{score_text(experiments[n], tokens):.3f}'
+                                             for n in names) + ' |')
+  return '\n'.join(lines) + '\n'
 
 
 def image_quality(clf, real_features, images):
@@ -227,7 +312,8 @@ def cost_table(rows):
   points = [(r['family'], p) for r in rows if r['seed'] == 0 for p in r.get('cost_points', [])]
   if not points:
     return ''
-  keys = [k for k in ('fd', 'precision', 'recall', 'modes', 'high_quality') if k in points[0][1]]
+  keys = [k for k in ('fd', 'precision', 'recall', 'modes', 'high_quality', 'ar_nll', 'parses')
+          if k in points[0][1]]
   heads = {k: (h, fmt) for k, h, _, fmt in COLUMNS}
   lines = ['', 'The same trained model under other samplers (seed 0; cost.png plots them):', '',
            '| family | sampler | net evals / sample | samples/s | '
@@ -286,7 +372,7 @@ def figures(workdir, rows, samples_by_family, info):
   # other samplers (diffusion at several DDIM step counts and DDPM).
   fig = Figure(figsize=(6, 4.5))
   ax = fig.subplots()
-  metric = 'fd' if any('fd' in r for r in rows) else 'high_quality'
+  metric = next((m for m in ('fd', 'high_quality', 'ar_nll') if any(m in r for r in rows)), 'fd')
   for i, r in enumerate(x for x in rows if metric in x and x.get('samples_per_s')):
     color = f'C{i % 10}'
     ax.scatter(1.0 / r['samples_per_s'], r[metric], color=color)
@@ -301,15 +387,16 @@ def figures(workdir, rows, samples_by_family, info):
                     color=color)
   ax.set_xscale('log')
   ax.set_xlabel('seconds per sample (after compilation, log scale)')
-  ax.set_ylabel('Fréchet distance (classifier features)' if metric == 'fd'
-                else 'share of samples within 3 std of a mode')
+  ax.set_ylabel({'fd': 'Fréchet distance (classifier features)',
+                 'high_quality': 'share of samples within 3 std of a mode',
+                 'ar_nll': 'AR nats/byte of the samples'}[metric])
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, 'cost.png'))
 
 
 def main(config, workdir, command='python launch.py'):
   os.makedirs(workdir, exist_ok=True)
-  rows, samples_by_family = [], {}
+  rows, samples_by_family, experiments = [], {}, {}
   only = [n for n in config.only.split(',') if n]
   for name, fam in config.families.items():
     if only and name not in only:
@@ -317,22 +404,34 @@ def main(config, workdir, command='python launch.py'):
     for seed in range(config.seeds):
       wd = os.path.join(workdir, name, f'seed_{seed}')
       print(f'compare: {name}, seed {seed} -> {wd}', flush=True)
-      row, samples, info = run_one(name, fam, config, seed, wd)
+      row, samples, ex = run_one(name, fam, config, seed, wd, experiments)
       if 'stopped_by' in row:
         print('compare: stopped; the same command resumes (finished runs are only re-measured)',
               flush=True)
         return row
       rows.append(row)
+      info = ex.data.info
       samples_by_family.setdefault(name, samples)
-      print('compare: ' + json.dumps({k: v for k, v in row.items() if k != 'workdir'}), flush=True)
+      experiments.setdefault(name, ex)
+      print('compare: ' + json.dumps({k: v for k, v in row.items()
+                                      if k not in ('workdir', 'text_samples')}), flush=True)
   summary = aggregate(rows)
   with open(os.path.join(workdir, 'report.json'), 'w') as f:
     json.dump({'config': json.loads(config.to_json()), 'summary': summary, 'runs': rows}, f,
               indent=2)
   report = markdown(summary, rows, command, config.get('missing', {}).items()) + cost_table(rows)
+  if info.modality == 'text':
+    report += text_scores(experiments, samples_by_family)
+    with open(os.path.join(workdir, 'samples.txt'), 'w') as f:
+      for row in rows:
+        for label, texts in row.get('text_samples', {}).items():
+          f.write(f'===== {label} (seed {row["seed"]}) =====\n')
+          f.write(''.join(f'--- sample {i} ---\n{t}\n' for i, t in enumerate(texts)))
   with open(os.path.join(workdir, 'report.md'), 'w') as f:
     f.write(report)
   figures(workdir, rows, samples_by_family, info)
   print(report)
-  print(f'report in {workdir}: report.md, report.json, samples.png, curves.png, cost.png')
+  written = [f for f in ('report.md', 'report.json', 'samples.png', 'samples.txt', 'curves.png',
+                         'cost.png') if os.path.exists(os.path.join(workdir, f))]
+  print(f'report in {workdir}: {", ".join(written)}')
   return summary

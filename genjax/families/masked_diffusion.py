@@ -144,7 +144,7 @@ def build(config, info):
     def loss_fn(params):
       per = nelbo(logits_fn(params, base.device_key(rng), train=True), x, t, 1.0 / t,
                   base.example_keys(k_mask, B), mask_id, num_outputs)
-      return per.mean() / T
+      return per.mean() / x.shape[1]
 
     params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
     metrics['lr'] = schedule(state.step)
@@ -158,7 +158,7 @@ def build(config, info):
     u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1)))(keys)
     t, weight = eval_times(u)
     per = nelbo(logits_fn(state.params), x, t, weight, keys, mask_id, num_outputs)
-    return dict(nll=(per * mask).sum(), dims=mask.sum() * T, examples=mask.sum())
+    return dict(nll=(per * mask).sum(), dims=mask.sum() * x.shape[1], examples=mask.sum())
 
   @functools.partial(jax.jit, static_argnames=('prompt_len', 'num_steps'))
   def _generate(params, prompt, rng, prompt_len, num_steps, temperature, top_k, top_p):
