@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A command runs to the end of the line or a shell separator; quoted text may hold ';'.
 COMMAND = re.compile(r"python3? (?:launch\.py|-m genjax\.[\w.]+|bench/\w+\.py)(?:'[^'\n]*'|[^\n`&|;)'])*")
 DOCUMENTED = ['README.md', 'launch.py', 'bench/README.md', 'experiments/*.py', 'bench/*.py',
-              'genjax/report.py', 'genjax/data/prepare.py']
+              'genjax/report.py', 'genjax/data/prepare.py', 'genjax/completion.py']
 
 
 def documented_commands():
@@ -66,6 +66,8 @@ def tiny(cmd, tmp):
     if "'--workdir'" in open(os.path.join(ROOT, args[0])).read() and not any(
         a.startswith('--workdir=') for a in args):
       out.append(f'--workdir={tmp}/bench')  # never a default that a user's own run may hold
+  if args[0] == '-m' and args[1] == 'genjax.completion' and '--smoke' not in out:
+    out.append('--smoke')  # the comparison's smoke models (it trains them where missing)
   if args[0] == '-m' and args[1] == 'genjax.data.prepare':
     internet |= any(a.split('/')[0] not in OFFLINE for a in args[2:] if not a.startswith('-'))
   if internet and args[0] == 'launch.py':

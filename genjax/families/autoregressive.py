@@ -162,12 +162,36 @@ def build(config, info):
     return {'tokens': generate_text(decode_fn, state.params, prompt, num_samples,
                                     sample_cfg.length, model.max_len, rng)}
 
+  @jax.jit
+  def _token_nll(params, tokens):
+    return token_nll(model, params, tokens, num_outputs)
+
+  def complete(state, rng, images, known):
+    """Images whose first `known` pixels (raster order) are given: the rest is
+    sampled by prompting with them (sample.temperature, top_k, top_p); the given
+    pixels are returned unchanged."""
+    tokens = np.asarray(batch_tokens({'image': images}, info))
+    new = decode_fn_for(state)(jnp.asarray(tokens[:, :1 + known]), model.max_len - known, rng)
+    out = np.concatenate([tokens[:, 1:1 + known], np.asarray(new)], axis=1)
+    return out.reshape(np.shape(images)).astype(np.asarray(images).dtype)
+
+  def decode_fn_for(state):
+    opts = dict(temperature=sample_cfg.temperature, top_k=sample_cfg.top_k, top_p=sample_cfg.top_p)
+    return lambda prompt, steps, rng: _decode(state.params, prompt, steps, rng, **opts)
+
+  def conditional_nll(state, images, known):
+    """(N,) exact NLL in nats of the pixels after the first `known`, given them."""
+    nll = _token_nll(state.params, batch_tokens({'image': jnp.asarray(images)}, info))
+    return np.asarray(nll[:, known:].sum(-1))
+
+  tools = {
+      # One (cached) forward pass per generated token, after the prompt's prefill.
+      'network_evals': model.max_len if info.modality == 'image' else 1 + sample_cfg.length}
+  if info.modality == 'image':
+    tools.update(complete=complete, conditional_nll=conditional_nll)
   return base.Family(name='autoregressive', init=init, train_step=train_step,
                      eval_step=eval_step, sample=sample, likelihood='exact',
-                     state_fields=('model', 'data.seq_len'),
-                     # One (cached) forward pass per generated token, after the prompt's prefill.
-                     tools={'network_evals': model.max_len if info.modality == 'image'
-                            else 1 + sample_cfg.length})
+                     state_fields=('model', 'data.seq_len'), tools=tools)
 
 
 def generate_text(decode_fn, params, prompt_P, num_samples, length, max_len, rng):
