@@ -12,7 +12,7 @@ POSITIVE = (
     'train.log_every', 'model.width', 'model.num_layers', 'model.num_heads', 'model.mlp_ratio',
     'model.hidden', 'model.latent_dim', 'model.channels', 'model.num_steps', 'model.g_width',
     'model.d_width', 'model.levels', 'model.steps', 'model.num_res_blocks', 'model.patch',
-    'model.pack', 'gan.n_critic', 'sample.length', 'sample.ddim_steps')
+    'model.pack', 'gan.n_critic', 'sample.length', 'sample.ddim_steps', 'sample.steps')
 NON_NEGATIVE = ('train.checkpoint_every', 'train.max_seconds', 'sample.num_samples',
                 'sample.top_k', 'sample.guidance', 'sample.truncation', 'optim.lr',
                 'optim.warmup_steps', 'optim.weight_decay', 'model.dropout')
@@ -55,6 +55,9 @@ def problems(config):
   if (_get(config, 'family') == 'diffusion' and _is_number(steps) and _is_number(T)
       and steps > T):
     out.append(f'sample.ddim_steps={steps}: at most model.num_steps (T = {T})')
+  loss = _get(config, 'model.loss')
+  if _get(config, 'family') == 'masked_diffusion' and loss not in (None, 'elbo', 'masked_mean'):
+    out.append(f"model.loss={loss!r}: must be 'elbo' or 'masked_mean'")
   width, heads = _get(config, 'model.width'), _get(config, 'model.num_heads')
   if _is_number(width) and _is_number(heads) and heads > 0 and width > 0 and width % heads:
     out.append(f'model.width={width} is not divisible by model.num_heads={heads}')
