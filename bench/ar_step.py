@@ -1,10 +1,10 @@
 """Throughput and model FLOPs utilisation of the AR train step, against a
 PyTorch GPT of the same architecture timed in the same script.
 
-  python bench/ar_step.py                     # nanoGPT's CPU setting: 4 layers, 4 heads,
+  python bench/ar_step.py --torch             # nanoGPT's CPU setting: 4 layers, 4 heads,
                                               # width 128, block 64, batch 12
   python bench/ar_step.py --size=baby --torch # 6 layers, 6 heads, width 384, block 256, batch 64
-  python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch   # GPT-2 small, for a GPU
+  python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch --compile   # GPT-2 small, for a GPU
   python bench/ar_step.py --smoke             # one tiny step: checks the script runs (the suite does)
 
 `--torch` needs the benchmark-only extras (`pip install -r requirements-bench.txt`);

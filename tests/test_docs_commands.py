@@ -89,7 +89,7 @@ def test_the_documented_commands_are_found():
   commands = documented_commands()
   assert any(c.startswith('python launch.py --config=experiments/autoregressive.py:digits')
              for c in commands)
-  assert 'python bench/ar_step.py' in commands
+  assert 'python bench/ar_step.py --torch' in commands
   # Every benchmark shows its command, so its smoke mode runs here and cannot rot.
   scripts = {os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'bench', '*.py'))}
   shown = {c.split()[1] for c in commands if c.split()[1].startswith('bench/')}
