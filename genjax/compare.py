@@ -328,16 +328,7 @@ def figures(workdir, rows, samples_by_family, info):
   # Samples side by side: a row of 16 per family, named on the left.
   images = {k: s['image'][:16] for k, s in samples_by_family.items() if 'image' in s}
   if images:
-    fig = Figure(figsize=(9, 0.75 * len(images) + 0.3))
-    axes = fig.subplots(len(images), 1, squeeze=False)[:, 0]
-    for ax, (fam, x) in zip(axes, images.items()):
-      ax.imshow(writers.image_grid(x, info.value_range, cols=len(x), scale=2).squeeze(),
-                cmap='gray', interpolation='nearest')
-      ax.set_xticks([])
-      ax.set_yticks([])
-      ax.set_ylabel(fam, rotation=0, ha='right', va='center', fontsize=9)
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, 'samples.png'))
+    writers.labelled_rows(os.path.join(workdir, 'samples.png'), images, info.value_range, width=9)
     with open(os.path.join(workdir, 'samples.txt'), 'w') as f:
       f.write('rows of samples.png, top to bottom: ' + ', '.join(
           k for k, s in samples_by_family.items() if 'image' in s) + '\n')

@@ -183,19 +183,9 @@ def _markdown(rows, num, command):
 
 
 def _figure(path, images, mask, completed, info):
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   rows = {'test digit': images, 'given (top half)': np.where(mask, images, 0)}
   rows.update(completed)
-  fig = Figure(figsize=(0.6 * len(images) + 1.6, 0.75 * len(rows) + 0.3))
-  axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
-  for ax, (label, x) in zip(axes, rows.items()):
-    ax.imshow(writers.image_grid(x, info.value_range, cols=len(x), scale=2).squeeze(),
-              cmap='gray', interpolation='nearest')
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_ylabel(label, rotation=0, ha='right', va='center', fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path)
+  writers.labelled_rows(path, rows, info.value_range)
 
 
 if __name__ == '__main__':

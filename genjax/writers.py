@@ -83,6 +83,23 @@ def save_image_grid(path, images, value_range, **kwargs):
   return path
 
 
+def labelled_rows(path, rows, value_range, width=None):
+  """A PNG with one row of images per entry of `rows` ({label: images}), the
+  label on the left (the comparison's samples, the completion figure)."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  n = max(len(x) for x in rows.values())
+  fig = Figure(figsize=(width or 0.6 * n + 1.6, 0.75 * len(rows) + 0.3))
+  axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+  for ax, (label, x) in zip(axes, rows.items()):
+    ax.imshow(image_grid(x, value_range, cols=len(x), scale=2).squeeze(), cmap='gray',
+              interpolation='nearest')
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_ylabel(label, rotation=0, ha='right', va='center', fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path)
+
+
 def scatter(path, points_Nx2, data_Mx2=None, centers_Kx2=None, title=None):
   """A PNG of 2-D samples over the data, with the mixture's mode centers if known."""
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
