@@ -2,9 +2,12 @@
 
   python launch.py --config=experiments/masked_diffusion.py:pysrc --workdir=/tmp/mdlm_pysrc
       A bidirectional transformer of the AR default's shape (4 layers, 4 heads,
-      width 128, 64-byte windows) on the stdlib sources, trained for the AR
-      default's wall-clock time; reports the continuous-time ELBO as a bound in
-      nats/byte and bits/byte, and samples continuing 'def ' in 64 steps.
+      width 128, 64-byte windows, batch 32) on the stdlib sources, 2,800 steps
+      (451 s on a 2-core CPU; train.max_seconds caps it at the AR default's
+      496 s); reports the continuous-time ELBO as a bound in nats/byte and
+      bits/byte (2.01 nats/byte on the whole validation split, where the AR
+      default reaches 1.28 in the same time), and samples continuing 'def ' in
+      64 denoising steps.
 
 Sampling steps are a sampling-time choice: `--mode=sample --config.sample.steps=16`.
 Any field can be overridden; `:pysrc,smoke` is the same experiment shrunk to 4 steps.
