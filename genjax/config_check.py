@@ -9,7 +9,8 @@ from genjax.errors import ConfigError
 # Sizes and counts that must be positive integers, wherever a config has them.
 POSITIVE = (
     'data.batch_size', 'data.eval_batch_size', 'data.seq_len', 'train.num_steps',
-    'train.log_every', 'model.width', 'model.num_layers', 'model.num_heads', 'model.mlp_ratio',
+    'train.log_every', 'train.stop_check_every', 'model.width', 'model.num_layers',
+    'model.num_heads', 'model.mlp_ratio',
     'model.hidden', 'model.latent_dim', 'model.channels', 'model.num_steps', 'model.g_width',
     'model.d_width', 'model.levels', 'model.steps', 'model.num_res_blocks', 'model.patch',
     'model.pack', 'gan.n_critic', 'sample.length', 'sample.ddim_steps', 'sample.steps')
@@ -68,3 +69,59 @@ def check(config):
   found = problems(config)
   if found:
     raise ConfigError('bad config: ' + '; '.join(found))
+
+
+# What each registered family models; a family not named here is not checked.
+MODALITIES = {'autoregressive': ('text', 'image'), 'masked_diffusion': ('text',),
+              'diffusion': ('image', 'points'), 'gan': ('image', 'points'),
+              'vae': ('image', 'points'), 'flow': ('image', 'points')}
+
+
+def data_problems(config, info, num_devices=1):
+  """Problems between a config and its dataset (`info`, a DatasetInfo), found
+  once the dataset is opened and before the model is built: a modality the
+  family does not model, image sides the architecture cannot halve or cut into
+  patches, a per-device batch the GAN cannot split."""
+  family, out = _get(config, 'family'), []
+  allowed = MODALITIES.get(family)
+  if allowed and info.modality not in allowed:
+    return [f'data.name={info.name!r} holds {info.modality}; the {family} family models '
+            f'{" or ".join(allowed)}']
+  if info.modality == 'image':
+    H, W = info.shape[:2]
+    net = _get(config, 'model.net')
+    if family == 'diffusion' and net == 'unet':
+      mult = tuple(_get(config, 'model.channel_mult') or ())
+      f = 2 ** max(len(mult) - 1, 0)
+      if H % f or W % f:
+        out.append(f'model.channel_mult={mult} halves the image {len(mult) - 1} times, so its '
+                   f'sides must be multiples of {f}; {info.name!r} images are {H}x{W}')
+    if family == 'diffusion' and net == 'dit':
+      patch = _get(config, 'model.patch')
+      if _is_number(patch) and patch > 0 and (H % patch or W % patch):
+        out.append(f'model.patch={patch} must divide the image sides; {info.name!r} images are '
+                   f'{H}x{W}')
+    if family == 'flow':
+      levels = _get(config, 'model.levels')
+      if _is_number(levels) and levels > 0 and (H % 2 ** levels or W % 2 ** levels):
+        out.append(f'model.levels={levels} squeezes the image {levels} times, so its sides must '
+                   f'be multiples of {2 ** levels}; {info.name!r} images are {H}x{W}')
+  if family == 'gan':
+    group = (_get(config, 'gan.n_critic') or 1) * (_get(config, 'model.pack') or 1)
+    batch = _get(config, 'data.batch_size')
+    if _is_number(batch) and batch % num_devices == 0 and (batch // num_devices) % group:
+      out.append(f'data.batch_size={batch} over {num_devices} device(s) is {batch // num_devices} '
+                 f'per device, which must be a multiple of gan.n_critic * model.pack = {group}')
+    pack, eval_batch = _get(config, 'model.pack') or 1, _get(config, 'data.eval_batch_size')
+    if (_is_number(eval_batch) and eval_batch % num_devices == 0
+        and (eval_batch // num_devices) % pack):
+      out.append(f'data.eval_batch_size={eval_batch} over {num_devices} device(s) is '
+                 f'{eval_batch // num_devices} per device, which must be a multiple of '
+                 f'model.pack = {pack}')
+  return out
+
+
+def check_data(config, info, num_devices=1):
+  found = data_problems(config, info, num_devices)
+  if found:
+    raise ConfigError('bad config for this dataset: ' + '; '.join(found))

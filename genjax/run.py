@@ -39,6 +39,7 @@ def experiment(config, workdir, build_family=None):
   config_check.check(config)
   _check_backend(config)
   data = Dataset(config.data, seed=config.seed)
+  config_check.check_data(config, data.info, jax.local_device_count())
   family = (build_family or families.build)(config, data.info)
   return train.Experiment(config, workdir, data, family)
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from genjax import config_check
+from genjax.data.pipeline import DatasetInfo
 from genjax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,6 +85,51 @@ def test_sizes_are_refused_exactly_when_not_positive(field, value):
   bad = value <= 0 or (field == 'model.width' and value % 4) or (
       field == 'model.num_heads' and 128 % value)
   assert bool(config_check.problems(c)) == bool(bad)
+
+
+# The shapes of the datasets the shipped configs name (digits here; the rest as
+# TFDS describes them), so the check runs without preparing them.
+SHAPES = {'digits': ('image', (8, 8, 1)), 'mnist': ('image', (28, 28, 1)),
+          'fashion_mnist': ('image', (28, 28, 1)), 'cifar10': ('image', (32, 32, 3)),
+          'pysrc': ('text', (65,)), 'tiny_shakespeare': ('text', (65,))}
+
+
+def info(name, modality=None, shape=None):
+  modality, shape = (modality, shape) if modality else SHAPES.get(name, ('points', (2,)))
+  return DatasetInfo(name, modality, shape, 17, 10, {})
+
+
+@pytest.mark.parametrize('family', FAMILIES + ('masked_diffusion',))
+def test_every_shipped_config_fits_its_dataset(family):
+  module = importlib.import_module(f'experiments.{family}')
+  for variant in getattr(module, 'VARIANTS', ('pysrc',)):
+    for suffix in ('', ',smoke'):
+      c = module.get_config(variant + suffix)
+      for devices in (1, 4):
+        assert config_check.data_problems(c, info(c.data.name), devices) == [], (variant, devices)
+
+
+@pytest.mark.parametrize('name, overrides, data, says', [
+    ('flow:digits', {}, info('pysrc'), "data.name='pysrc' holds text; the flow family models "
+                                       'image or points'),
+    ('masked_diffusion:pysrc', {}, info('digits'), 'the masked_diffusion family models text'),
+    ('autoregressive:digits', {}, info('toy2d/ring8'), 'autoregressive family models text or image'),
+    ('diffusion:digits', {'model.channel_mult': (1, 2, 2, 2)}, info('x', 'image', (12, 12, 1)),
+     "halves the image 3 times, so its sides must be multiples of 8; 'x' images are 12x12"),
+    ('diffusion:digits', {'model.net': 'dit', 'model.patch': 3}, info('digits'),
+     'model.patch=3 must divide the image sides'),
+    ('flow:digits', {'model.levels': 4}, info('digits'), 'sides must be multiples of 16'),
+    ('gan:digits', {'gan.n_critic': 3}, info('digits'),
+     'data.batch_size=64 over 1 device(s) is 64 per device, which must be a multiple of '
+     'gan.n_critic * model.pack = 3'),
+])
+def test_a_config_that_does_not_fit_its_data_is_named(name, overrides, data, says):
+  c = config(name)
+  for field, value in overrides.items():
+    section, key = field.split('.')
+    c[section][key] = value
+  with pytest.raises(ConfigError, match='bad config for this dataset: .*' + re_escape(says)):
+    config_check.check_data(c, data)
 
 
 def _launch(*args):
