@@ -45,6 +45,12 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
   c.train.checkpoint_every = 1000
   c.train.keep_checkpoints = 2
   c.train.progress_bar = True
+  # Several hosts: they agree on a SIGTERM (and max_seconds) every this many steps, in an
+  # all-gather that waits for all of them; all stop after the same step.
+  c.train.stop_check_every = 10
+  # True: a step whose update is not finite keeps the previous state; the logged
+  # 'skipped_updates' counts them. False: a non-finite loss stops the run.
+  c.train.skip_nonfinite_updates = False
 
   # Each evaluator: kind (a genjax.evals module) and every (steps; 0 = at the end only).
   c.evals = ml_collections.ConfigDict()

@@ -4,7 +4,16 @@ The config is written to `workdir/config.json` on the first run; a later run
 in the same workdir whose family, dataset or any of the family's
 `state_fields` differ is refused with a message, rather than failing deep
 inside a restore.
+
+Faults: orbax writes a checkpoint into a temporary directory and renames it
+when complete, so a process killed mid-write leaves the previous checkpoints
+as they were (the temporary directory is removed on the next start). A disk
+that fills up or turns read-only stops the run with one `WorkdirError`
+sentence naming the workdir; old checkpoints are only deleted after a new one
+is complete. On several hosts every host calls every method here: orbax
+writes from process 0 and meets the others at barriers.
 """
+import contextlib
 import json
 import os
 
@@ -12,7 +21,7 @@ from absl import logging
 import jax
 import orbax.checkpoint as ocp
 
-from genjax.errors import GenjaxError
+from genjax.errors import GenjaxError, WorkdirError
 
 # Every family's state depends on these; the family adds its own `state_fields`.
 _MUST_MATCH = ('family', 'data.name')
@@ -42,10 +51,32 @@ class Checkpointer:
     self.workdir = os.path.abspath(workdir)
     self.config = config
     self.every = config.train.checkpoint_every
-    self._manager = ocp.CheckpointManager(
-        os.path.join(self.workdir, 'checkpoints'),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints, create=True))
-    self._check_config()
+    self._in_flight = None  # the step of an asynchronous save not yet known complete
+    with self._writes():
+      self._manager = ocp.CheckpointManager(
+          os.path.join(self.workdir, 'checkpoints'),
+          options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
+                                               create=True, cleanup_tmp_directories=True))
+      self._check_config()
+
+  @contextlib.contextmanager
+  def _writes(self, step=None):
+    """OSError (a full disk, a read-only workdir) -> one WorkdirError sentence."""
+    try:
+      yield
+    except OSError as e:
+      if isinstance(e, GenjaxError):
+        raise
+      reason = str(e.strerror or e).splitlines()[0][:200]
+      directory = os.path.join(self.workdir, 'checkpoints')
+      kept = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
+          directory) else []
+      intact = f'the checkpoints in it are intact (latest: step {kept[-1]})' if kept else (
+          'it holds no checkpoint')
+      what = f'checkpoint {step}' if step is not None else 'its config and checkpoints'
+      raise WorkdirError(f'cannot write {what} in the workdir {self.workdir} ({reason}); {intact}. '
+                         'Free space or make it writable and run the same command to resume, or '
+                         'use another --workdir') from e
 
   def _check_config(self):
     path = os.path.join(self.workdir, 'config.json')
@@ -99,8 +130,7 @@ class Checkpointer:
                         str(first_error).splitlines()[0][:200], step)
         print(f'warning: checkpoint {bad} in {self.workdir} is damaged and was deleted; '
               f'resuming from checkpoint {step}', flush=True)
-        if jax.process_index() == 0:
-          self._manager.delete(bad)
+        self._manager.delete(bad)  # every host: orbax deletes on process 0, then a barrier
       if damaged:
         self._manager.reload()
       return restored
@@ -128,14 +158,15 @@ class Checkpointer:
 
   def save_best(self, step, state, metric, value):
     manager = self._best_manager()
-    if manager.latest_step() != step:
-      manager.save(step, args=ocp.args.StandardSave(state))
-      manager.wait_until_finished()
-    if jax.process_index() == 0:
-      path = os.path.join(self.workdir, 'best.json')
-      with open(path + '.tmp', 'w') as f:
-        json.dump({'step': step, 'value': value, 'metric': metric}, f)
-      os.replace(path + '.tmp', path)
+    with self._writes(step):
+      if manager.latest_step() != step:
+        manager.save(step, args=ocp.args.StandardSave(state))
+        manager.wait_until_finished()
+      if jax.process_index() == 0:
+        path = os.path.join(self.workdir, 'best.json')
+        with open(path + '.tmp', 'w') as f:
+          json.dump({'step': step, 'value': value, 'metric': metric}, f)
+        os.replace(path + '.tmp', path)
 
   def restore_best(self, state):
     best = self.best()
@@ -143,13 +174,26 @@ class Checkpointer:
     return self._best_manager().restore(best['step'], args=ocp.args.StandardRestore(abstract))
 
   def maybe_save(self, step, state_fn, force=False):
-    """Saves `state_fn()` at multiples of train.checkpoint_every, or if forced."""
+    """Saves `state_fn()` at multiples of train.checkpoint_every, or if forced.
+
+    The write goes on in the background while training continues; its errors
+    surface at the next save or at `close`.
+    """
     if force or (self.every > 0 and step % self.every == 0):
       if self._manager.latest_step() != step:
-        self._manager.save(step, args=ocp.args.StandardSave(state_fn()))
+        self.wait()
+        with self._writes(step):
+          self._manager.save(step, args=ocp.args.StandardSave(state_fn()))
+        self._in_flight = step
+
+  def wait(self):
+    """Waits for the save in flight, if any, to be complete."""
+    with self._writes(self._in_flight):
+      self._manager.wait_until_finished()
+    self._in_flight = None
 
   def close(self):
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
     if hasattr(self, '_best'):
       self._best.close()

@@ -17,3 +17,8 @@ class DivergedError(GenjaxError, FloatingPointError):
 
 class MissingCheckpointError(GenjaxError, FileNotFoundError):
   """A mode that needs a trained model found no checkpoint."""
+
+
+class WorkdirError(GenjaxError, OSError):
+  """The workdir cannot be written (a full disk, a read-only or foreign directory);
+  the checkpoints written before are intact."""

@@ -1,4 +1,5 @@
 """The generic trainer: the same loop for every family (see genjax.families.base)."""
+import collections
 import functools
 import math
 import os
@@ -14,9 +15,14 @@ import tqdm
 
 from genjax import checkpoint, evals, parallel, writers
 from genjax.errors import ConfigError, DivergedError
+from genjax.families import base
 
 # Distinct streams derived from the one base key.
 _STREAMS = {'init': 0, 'train': 1, 'sample': 2, 'eval': 3}
+# Steps the host may dispatch ahead of the device: it waits for step t - 2 to
+# finish before going past step t. Enough to keep an accelerator busy; and
+# XLA's CPU client deadlocks across processes with ~32 collectives in flight.
+_AHEAD = 2
 
 
 def summarize(sums, likelihood):
@@ -50,12 +56,18 @@ class Experiment:
     self.num_devices = jax.local_device_count()
     first = self.data.train_batch(0)
     per_device = jax.tree_util.tree_map(lambda x: x[:x.shape[0] // self.num_devices], first)
-    state = self.family.init(self.stream('init'), per_device)
-    if jax.process_count() > 1:  # data-dependent init saw this host's batch only
-      state = multihost_utils.broadcast_one_to_all(state)
+    init = functools.partial(self.family.init, self.stream('init'), per_device)
     self.checkpointer = checkpoint.Checkpointer(workdir, config, family.state_fields)
-    self.state = self.checkpointer.restore_or(state)  # host copy
-    self.p_train = parallel.pmap_train_step(self.family.train_step)
+    if self.checkpointer.latest_step is not None:
+      self.state = self.checkpointer.restore_or(_structure(init))  # host copy
+    else:
+      self.state = init()
+      if jax.process_count() > 1:  # data-dependent init saw this host's batch only
+        self.state = multihost_utils.broadcast_one_to_all(self.state)
+    step_fn = self.family.train_step
+    if config.train.get('skip_nonfinite_updates', False):
+      step_fn = base.skip_nonfinite(step_fn, self.family.finite)
+    self.p_train = parallel.pmap_train_step(step_fn)
     self.p_eval = parallel.pmap_eval_step(self.family.eval_step)
     self.evaluators = evals.build(config, self)
     self.last_samples = None  # (samples, path) of the last ex.sample
@@ -93,15 +105,41 @@ class Experiment:
     return samples, path
 
 
+def _mean(logged):
+  """Per-step metrics (each with a device axis) -> their means. Steps whose
+  update was skipped (base.skip_nonfinite) are left out of the means and
+  counted in 'skipped_updates'."""
+  rows = [{k: float(v[0]) for k, v in m.items()} for m in logged]
+  kept = [r for r in rows if not r.get('skipped_updates')]
+  mean = {k: float(np.mean([r[k] for r in kept])) if kept else float('nan') for k in rows[0]}
+  if 'skipped_updates' in mean:
+    mean['skipped_updates'] = float(len(rows) - len(kept))
+  return mean
+
+
+def _structure(init):
+  """The state's structure (shapes, dtypes), which is all a restore needs:
+  traced, not compiled nor run (a U-Net's init compiles for tens of seconds)."""
+  try:
+    return jax.eval_shape(init)
+  except jax.errors.JAXTypeError:  # an init that computes on concrete values
+    return init()
+
+
 def _check_finite(mean, family, step, checkpointer):
   # The family's losses, and every gradient norm base.update logs (a NaN gradient
-  # can come with a finite loss).
+  # can come with a finite loss); failing those, the parameter norms.
   keys = list(family.finite) + sorted(k for k in mean if k.endswith('grad_norm'))
   bad = {k: mean[k] for k in keys if k in mean and not np.isfinite(mean[k])}
+  bad = bad or {k: mean[k] for k in sorted(mean) if k.endswith('param_norm')
+                and not np.isfinite(mean[k])}
   if bad:
     last = checkpointer.latest_step
+    skipped = (f' (every update since the last log was skipped as non-finite: '
+               f'{mean["skipped_updates"]:.0f})' if mean.get('skipped_updates') else '')
     raise DivergedError(
-        f'{", ".join(f"{k} is {v}" for k, v in bad.items())} at step {step}; {family.advice} '
+        f'{", ".join(f"{k} is {v}" for k, v in bad.items())} at step {step}{skipped}; '
+        f'{family.advice} '
         f'({"no checkpoint was saved" if last is None else f"the last good checkpoint is step {last}"})')
 
 
@@ -109,9 +147,9 @@ def train_and_evaluate(ex):
   """Trains (resuming from the latest checkpoint in ex.workdir); returns the
   final metrics of each evaluator, {evaluator name: metrics}.
 
-  On SIGTERM it saves a checkpoint and returns {'stopped_by': 'SIGTERM', 'step': s}.
-  Afterwards `ex.state` holds the final host state and `ex.last_samples` the
-  last samples written.
+  SIGTERM (on any host) saves a checkpoint and returns {'stopped_by': 'SIGTERM',
+  'step': s}; all hosts stop after the same step s. Afterwards `ex.state` holds
+  the final host state and `ex.last_samples` the last samples written.
   """
   config, workdir = ex.config, ex.workdir
   tc = config.train
@@ -121,37 +159,50 @@ def train_and_evaluate(ex):
     print(f'resuming from step {start} in {workdir}', flush=True)
   rstate = parallel.replicate(ex.state)
   ex.state = None  # the replicated copy is the live one; its buffers get donated
-  stop = _StopOnSignal()  # before the data thread starts
+  stop = _StopOnSignal(tc.get('stop_check_every', 1))  # before the data thread starts
   batches = ex.data.train_iter(start)
   headline = ex.family.headline
-  pending, final, done = [], {}, start
+  pending, final, done, stopped = [], {}, start, None
+  in_flight = collections.deque()
   t0 = time.time()
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc='train', dynamic_ncols=True,
                   disable=jax.process_index() != 0 or not tc.progress_bar)
   selector = _Selector(ex, tc.get('select', ''), bar.write)
+
+  def log():  # every save comes after this check: an unchecked NaN is never written
+    nonlocal pending
+    if not pending:
+      return
+    mean = _mean(jax.device_get(pending))
+    pending = []
+    _check_finite(mean, ex.family, done, ex.checkpointer)
+    mean['elapsed_s'] = time.time() - t0
+    writer.write(done, 'train', mean)
+    bar.set_postfix({headline: f'{mean[headline]:.4f}'})
+
   try:
     for step in range(start, tc.num_steps):
-      if stop.agreed():
-        ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=True)
-        print(f'stopped by {stop.requested}: saved step {done} in {workdir}; the same command '
-              'resumes', flush=True)
-        break
       batch = parallel.shard(next(batches))
       rstate, metrics = ex.p_train(rstate, batch, ex.stream('train', step))
       host_state = functools.lru_cache(maxsize=1)(lambda: parallel.unreplicate(rstate))
       pending.append(metrics)
+      in_flight.append(metrics)
+      if len(in_flight) > _AHEAD:
+        jax.block_until_ready(in_flight.popleft())
       done = step + 1
       bar.update(1)
-      is_last = done == tc.num_steps or _out_of_time(tc, t0)
+      stopping, late = stop.agreed(done, _out_of_time(tc, t0))
+      is_last = done == tc.num_steps or late
+      stopping = stopping and not is_last  # the last step is saved anyway
       saving = tc.checkpoint_every > 0 and done % tc.checkpoint_every == 0
-      if done % tc.log_every == 0 or is_last or saving:  # never checkpoint an unchecked NaN
-        logged = jax.device_get(pending)
-        mean = {k: float(np.mean([m[k][0] for m in logged])) for k in logged[0]}
-        pending = []
-        _check_finite(mean, ex.family, done, ex.checkpointer)
-        mean['elapsed_s'] = time.time() - t0
-        writer.write(done, 'train', mean)
-        bar.set_postfix({headline: f'{mean[headline]:.4f}'})
+      if done % tc.log_every == 0 or is_last or saving or stopping:
+        log()
+      if stopping:  # save first: a preempted VM has seconds left
+        ex.checkpointer.maybe_save(done, host_state, force=True)
+        stopped = stop.requested
+        print(f'stopped by {stopped}: saved step {done} in {workdir}; the same command '
+              'resumes', flush=True)
+        break
       eval_rstate, eval_state = rstate, host_state
       for evaluator in selector.first(ex.evaluators):
         if evals.due(evaluator.cfg, done, is_last):
@@ -174,6 +225,7 @@ def train_and_evaluate(ex):
   except KeyboardInterrupt:
     # Keep the work done so far: the same command resumes from here.
     if done > start:
+      log()
       ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=True)
       logging.warning('interrupted: saved step %d in %s', done, workdir)
     raise
@@ -184,8 +236,8 @@ def train_and_evaluate(ex):
     ex.checkpointer.close()
     writer.close()
   ex.state = parallel.unreplicate(rstate)
-  if stop.requested:
-    return {'stopped_by': stop.requested, 'step': done}
+  if stopped:
+    return {'stopped_by': stopped, 'step': done}
   if done == start:  # the workdir already held a finished run: evaluate it
     print(f'{workdir} already holds a run of {start} steps; evaluating it', flush=True)
     host_state = functools.lru_cache(maxsize=1)(lambda: ex.state)
@@ -245,14 +297,10 @@ class _Selector:
 
 
 def _out_of_time(tc, t0):
-  """Whether train.max_seconds (0 = no limit) has passed; hosts agree on it."""
+  """Whether train.max_seconds (0 = no limit) has passed on this host
+  (_StopOnSignal.agreed makes the hosts agree)."""
   limit = tc.get('max_seconds', 0)
-  if not limit:
-    return False
-  late = np.int32(time.time() - t0 >= limit)
-  if jax.process_count() > 1:
-    late = multihost_utils.process_allgather(late).max()
-  return bool(late)
+  return bool(limit) and time.time() - t0 >= limit
 
 
 def _format(metrics):
@@ -261,21 +309,32 @@ def _format(metrics):
 
 
 class _StopOnSignal:
-  """SIGTERM (a preempted VM, a cluster scheduler) asks the loop to checkpoint and stop."""
+  """SIGTERM (a preempted VM, a cluster scheduler) asks the loop to checkpoint and stop.
 
-  def __init__(self):
+  On several hosts, every host must leave the loop after the same step: they
+  compare their flags in an all-gather that waits for every host, once every
+  `every` steps (train.stop_check_every), so a request waits up to every - 1
+  steps. One host alone checks at every step, for free.
+  """
+
+  def __init__(self, every=1):
+    self.every = every
     self.requested = None
     self._previous = None
     if threading.current_thread() is threading.main_thread():
       self._previous = signal.signal(signal.SIGTERM, self._handle)
 
-  def agreed(self):
-    """Whether any host was asked to stop; all hosts must leave the loop together."""
+  def agreed(self, step, late=False):
+    """(stop, late) after `step` steps: whether any host was asked to stop, or
+    ran past train.max_seconds; the same on every host."""
+    flags = np.array([self.requested is not None, late], np.int32)
     if jax.process_count() > 1:
-      flags = multihost_utils.process_allgather(np.int32(self.requested is not None))
-      if flags.max() and self.requested is None:
+      if step % self.every:
+        return False, False
+      flags = multihost_utils.process_allgather(flags).max(axis=0)
+      if flags[0] and self.requested is None:
         self.requested = 'SIGTERM on another host'
-    return self.requested is not None
+    return bool(flags[0]), bool(flags[1])
 
   def _handle(self, signum, frame):
     del frame

@@ -142,6 +142,28 @@ def update(loss_fn, params, opt_state, tx, *, has_aux=False, prefix=''):
   return params, opt_state, metrics, aux
 
 
+def skip_nonfinite(train_step, finite=('loss',)):
+  """`train_step` that, when its update is not finite, keeps the state it was
+  given (all but `step`, which advances, so data and keys stay in line).
+
+  Not finite: a metric in `finite`, a norm that `update` logs, or any float
+  leaf of the new state (optimizer moments, an EMA, BatchNorm statistics).
+  All devices decide together. metrics['skipped_updates'] is 1 on a skipped
+  step, else 0. The trainer wraps a family's step with it when
+  config.train.skip_nonfinite_updates is set.
+  """
+  def step(state, batch, rng):
+    new, metrics = train_step(state, batch, rng)
+    checked = [v for k, v in metrics.items() if k in finite or k.endswith('norm')]
+    checked += [x for x in jax.tree_util.tree_leaves(new) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    ok = jnp.all(jnp.stack([jnp.isfinite(x).all() for x in checked]))
+    ok = jax.lax.pmin(ok.astype(jnp.int32), DATA_AXIS) > 0
+    kept = jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, state)
+    return kept.replace(step=new.step), {**metrics, 'skipped_updates': 1 - ok.astype(jnp.int32)}
+
+  return step
+
+
 def ema(average, params, decay, step=None):
   """Exponential moving average of parameters (sampling and evaluation copies).
   With `step` (the update's index), the decay warms up as min(decay, (1 + step) /
