@@ -26,7 +26,12 @@ flags.DEFINE_string('split', None, 'eval mode: split to evaluate (default data.e
 flags.DEFINE_string('sweep', None, "Overrides to sweep, 'a.b=1,2;seed=0,1': one run per "
                     'combination, then a table (genjax.sweep).')
 flags.DEFINE_bool('distributed', False,
-                  'Call jax.distributed.initialize() first: run the same command on every host.')
+                  'Multi-host: join the other hosts first (jax.distributed.initialize(), which '
+                  'detects a TPU pod slice or a SLURM job); run the same command on every host.')
+flags.DEFINE_string('coordinator', '', "Multi-host where nothing is detected: process 0's "
+                    'host:port, with --num_processes and --process_id (implies --distributed).')
+flags.DEFINE_integer('num_processes', 0, 'Multi-host: the number of processes (with --coordinator).')
+flags.DEFINE_integer('process_id', -1, "Multi-host: this process's index (with --coordinator).")
 FLAGS = flags.FLAGS
 
 
@@ -34,14 +39,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # pylint: disable=g-import-not-at-top
-  from genjax import run
+  from genjax import parallel, run
   from genjax.errors import GenjaxError
   run.xla_flags(FLAGS.config)  # before JAX starts its backends
-  import jax
-  if FLAGS.distributed:
-    jax.distributed.initialize()
   logging.set_verbosity(logging.WARNING)
   try:
+    if FLAGS.distributed or FLAGS.coordinator or FLAGS.num_processes or FLAGS.process_id >= 0:
+      parallel.initialize_hosts(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
     if FLAGS.config.family == 'compare':
       from genjax import compare
       compare.main(FLAGS.config, FLAGS.workdir, command=' '.join(['python'] + sys.argv))

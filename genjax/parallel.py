@@ -1,4 +1,5 @@
-"""Data parallelism: the one place that maps per-device steps over devices.
+"""Data parallelism: the one place that maps per-device steps over devices,
+and that joins the hosts of a multi-host run.
 
 Everything else sees a per-device function and a leading device axis. Moving
 to `jax.shard_map` later means changing the wrappers in this file only.
@@ -8,7 +9,33 @@ import functools
 import jax
 import numpy as np
 
+from genjax.errors import ConfigError
 from genjax.families.base import DATA_AXIS
+
+
+def initialize_hosts(coordinator='', num_processes=0, process_id=-1):
+  """Joins this process to a multi-host run; call it before any other JAX call.
+
+  With no arguments, `jax.distributed.initialize()` detects the cluster (a TPU
+  VM pod slice, SLURM, Open MPI). Elsewhere give all three: the coordinator is
+  process 0's `host:port`, reachable from every host. Each process then sees
+  every device in `jax.devices()`, its own in `jax.local_devices()`, and the
+  pmapped steps reduce over all of them.
+  """
+  given = (bool(coordinator), num_processes > 0, process_id >= 0)
+  if any(given) and not all(given):
+    raise ConfigError('--coordinator, --num_processes and --process_id go together (e.g. '
+                      '--coordinator=10.0.0.1:8476 --num_processes=2 --process_id=0); give none '
+                      'of them where jax.distributed.initialize() detects the cluster (TPU, SLURM)')
+  if all(given) and not 0 <= process_id < num_processes:
+    raise ConfigError(f'--process_id={process_id} must be in [0, --num_processes={num_processes})')
+  # Processes on CPUs reduce over gloo; older jax releases default to no CPU collectives.
+  if getattr(jax.config, 'jax_cpu_collectives_implementation', 'gloo') in (None, 'none'):
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  if all(given):
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+  else:
+    jax.distributed.initialize()
 
 
 def pmap_train_step(step_fn, devices=None):
@@ -51,8 +78,19 @@ def _identity(devices):
 
 
 def unreplicate(tree):
-  """First device's copy, fetched to host numpy."""
-  return jax.device_get(jax.tree_util.tree_map(lambda x: x[0], tree))
+  """First local device's copy, fetched to host numpy.
+
+  Read from that device's buffer: indexing (`x[0]`) would be a computation
+  over the local devices, which on several CPU processes can meet the
+  collectives of steps still in flight in another order than on other hosts.
+  """
+  def first(x):
+    if not isinstance(x, jax.Array):
+      return np.asarray(x[0])
+    shard = min(x.addressable_shards, key=lambda s: s.index[0].start or 0)
+    return np.asarray(shard.data).reshape(x.shape[1:])
+
+  return jax.tree_util.tree_map(first, tree)
 
 
 def shard(batch, num_devices=None):
