@@ -4,9 +4,11 @@ each), training the same config with the check at every step (what genjax did
 before train.stop_check_every), every train.stop_check_every steps (the
 default), and never.
 
-  python bench/stop_check.py                   # the AR smoke model, 200 steps, 3 rounds
-  python bench/stop_check.py --family=diffusion --steps=100
-  python bench/stop_check.py --smoke           # 12 steps, 1 round: checks the script runs
+  python bench/stop_check.py    # the AR smoke model, 200 steps, 3 rounds
+
+--family picks another family's smoke model (its steps are slower to compile
+on two processes: diffusion's take about two minutes); --smoke runs 12 steps
+and 1 round, which checks that the script runs.
 
 The check is an all-gather of each host's stop flags (SIGTERM, max_seconds)
 that waits for every host, and so for the steps already dispatched. Printed per
@@ -132,8 +134,7 @@ def main():
                    f'{v["check_ms"]:.3f}', ', '.join(f'{x:.1f}' for x in v['runs'])])
   benchlib.table(['process', 'stop check', 'ms/step', 'vs never', 'ms/step in the check',
                   'runs (ms/step)'], rows)
-  print(f'\npython bench/stop_check.py --family={args.family} --steps={args.steps} '
-        f'--rounds={args.rounds}')
+  print('\n' + ' '.join(['python', 'bench/stop_check.py'] + sys.argv[1:]))
 
 
 if __name__ == '__main__':
