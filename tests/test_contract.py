@@ -13,6 +13,7 @@ import pytest
 from conftest import cpu_devices
 from genjax import checkpoint, families, parallel, run, train
 from genjax.data import Dataset
+from genjax.errors import DivergedError
 
 FAMILIES = sorted(families.REGISTRY)
 DATA_KEY = {'image': 'image', 'text': 'tokens', 'points': 'x'}
@@ -39,7 +40,8 @@ def build(name, no_dropout=False):
 
 
 def run_steps(family, data, devices, num_steps=3):
-  """`num_steps` pmapped steps over `devices` from the same init; one trace only."""
+  """`num_steps` pmapped steps over `devices` from the same init; one trace only.
+  Also returns the step, to run it further without another compile."""
   state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
   chex.clear_trace_counter()
   step = parallel.pmap_train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
@@ -47,7 +49,25 @@ def run_steps(family, data, devices, num_steps=3):
   for s in range(num_steps):
     rstate, metrics = step(rstate, parallel.shard(data.train_batch(s), len(devices)),
                            jax.random.PRNGKey(s))
-  return state, rstate, parallel.unreplicate(metrics)
+  return state, rstate, parallel.unreplicate(metrics), step
+
+
+def poison_params(state):
+  """The first tensor of each trained parameter tree (`params`, `g_params`, ...;
+  not EMA copies or optimizer moments) filled with NaN."""
+  done = set()
+
+  def poison(path, x):
+    names = [str(getattr(k, 'name', getattr(k, 'key', ''))) for k in path]
+    tree = names[0]
+    if tree.endswith('params') and 'ema' not in tree and tree not in done:
+      done.add(tree)
+      return x * np.nan
+    return x
+
+  out = jax.tree_util.tree_map_with_path(poison, state)
+  assert done, 'no parameters found in the state'
+  return out
 
 
 def leaves_finite(tree):
@@ -56,10 +76,10 @@ def leaves_finite(tree):
 
 
 @pytest.mark.parametrize('name', FAMILIES)
-def test_init_train_eval_sample_shapes_and_finiteness(name):
+def test_init_train_eval_sample_shapes_and_finiteness(name, tmp_path):
   config, data, family = build(name)
   devices = cpu_devices(1)
-  state, rstate, metrics = run_steps(family, data, devices, num_steps=2)
+  state, rstate, metrics, step = run_steps(family, data, devices, num_steps=2)
   after = parallel.unreplicate(rstate)
   assert int(state.step) == 0 and int(after.step) == 2
   chex.assert_trees_all_equal_shapes_and_dtypes(state, after)
@@ -87,13 +107,22 @@ def test_init_train_eval_sample_shapes_and_finiteness(name):
     labels = np.asarray(samples['label'])
     assert labels.shape == (4,) and 0 <= labels.min() and labels.max() < data.info.num_classes
 
+  # A NaN in any network's parameters is caught by what the trainer checks (the
+  # family's finite metrics, gradient and parameter norms), naming the metric.
+  _, bad = step(poison_params(rstate), parallel.shard(data.train_batch(2), 1), jax.random.PRNGKey(2))
+  mean = {k: float(v) for k, v in parallel.unreplicate(bad).items()}
+  ckpt = checkpoint.Checkpointer(str(tmp_path), config, family.state_fields)
+  with pytest.raises(DivergedError, match=r'\w+ is (nan|inf).* at step 3; .*no checkpoint was saved'):
+    train._check_finite(mean, family, 3, ckpt)  # pylint: disable=protected-access
+  ckpt.close()
+
 
 @pytest.mark.parametrize('name', FAMILIES)
 def test_pmap_on_four_devices_matches_one(name):
   devices = cpu_devices(4)
   config, data, family = build(name, no_dropout=True)
-  _, one, m1 = run_steps(family, data, devices[:1])
-  _, four, m4 = run_steps(family, data, devices)
+  _, one, m1, _ = run_steps(family, data, devices[:1])
+  _, four, m4, _ = run_steps(family, data, devices)
   # Per-example noise comes from base.example_keys, so the split does not matter;
   # only the order of float sums differs. A parameter whose gradient is at
   # rounding level (a zero-initialised output bias) still gets an Adam step of
