@@ -37,6 +37,9 @@ def get_config(arg='pysrc'):
   # 'elbo': the ELBO estimate with its 1/t weights; 'masked_mean': the mean NLL of
   # the masked bytes (lower variance); evaluation always reports the ELBO bound.
   c.model.loss = 'masked_mean'
+  # Blocks of this many bytes diffused left to right, each given the clean ones
+  # before it (BD3-LM); 0 = the whole window is one block (MDLM).
+  c.model.block_size = 0
 
   c.optim.lr = 2e-3
   c.optim.warmup_steps = 200

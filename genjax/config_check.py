@@ -16,7 +16,7 @@ POSITIVE = (
     'model.pack', 'gan.n_critic', 'sample.length', 'sample.ddim_steps', 'sample.steps')
 NON_NEGATIVE = ('train.checkpoint_every', 'train.max_seconds', 'sample.num_samples',
                 'sample.top_k', 'sample.guidance', 'sample.truncation', 'optim.lr',
-                'optim.warmup_steps', 'optim.weight_decay', 'model.dropout')
+                'optim.warmup_steps', 'optim.weight_decay', 'model.dropout', 'model.block_size')
 
 
 def _get(config, dotted):
@@ -59,6 +59,10 @@ def problems(config):
   loss = _get(config, 'model.loss')
   if _get(config, 'family') == 'masked_diffusion' and loss not in (None, 'elbo', 'masked_mean'):
     out.append(f"model.loss={loss!r}: must be 'elbo' or 'masked_mean'")
+  block, seq_len = _get(config, 'model.block_size'), _get(config, 'data.seq_len')
+  if (_get(config, 'family') == 'masked_diffusion' and isinstance(block, int) and block > 0
+      and isinstance(seq_len, int) and seq_len > 0 and seq_len % block):
+    out.append(f'model.block_size={block}: must divide data.seq_len={seq_len} (0 = one block)')
   width, heads = _get(config, 'model.width'), _get(config, 'model.num_heads')
   if _is_number(width) and _is_number(heads) and heads > 0 and width > 0 and width % heads:
     out.append(f'model.width={width} is not divisible by model.num_heads={heads}')

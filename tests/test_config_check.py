@@ -42,6 +42,9 @@ def test_every_shipped_config_passes(family):
     ('vae:digits', 'model.latent_dim', 0, 'model.latent_dim=0'),
     ('gan:digits', 'gan.n_critic', 0, 'gan.n_critic=0'),
     ('flow:digits', 'train.num_steps', -5, 'train.num_steps=-5'),
+    ('masked_diffusion:pysrc', 'model.block_size', 5, 'model.block_size=5: must divide '
+                                                     'data.seq_len=64 (0 = one block)'),
+    ('masked_diffusion:pysrc', 'model.block_size', -4, 'model.block_size=-4: must be >= 0'),
 ])
 def test_a_bad_value_is_named_with_what_is_allowed(name, field, value, says):
   c = config(name)

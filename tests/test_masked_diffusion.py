@@ -101,3 +101,95 @@ def test_training_lowers_the_bound_on_pysrc():
   after = bound(parallel.unreplicate(rstate))
   assert np.all(np.isfinite(np.asarray(metrics['loss'])))
   assert after < before - 1.0, (before, after)  # 5.5 nats/byte (uniform) to the unigram level
+
+
+def test_the_two_stream_pass_gives_each_block_what_the_sampler_reads():
+  # Training reads block b of the noised window beside the clean window; the
+  # sampler reads the window with blocks < b clean, block b noised and the later
+  # blocks anything, under the block-causal mask. Block b's logits must agree.
+  config, data, family = _family(block_size=8)
+  T, K = data.info.shape[0] - 1, 8
+  params = family.init(jax.random.PRNGKey(0), data.train_batch(0)).params
+  model = md.make_model(config, data.info)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.integers(0, 256, (2, T)), jnp.int32)
+  z = jnp.where(jnp.asarray(rng.random((2, T)) < 0.5), 256, x)
+  two = model.apply({'params': params}, jnp.concatenate([z, x], 1),
+                    positions_T=jnp.concatenate([jnp.arange(T)] * 2),
+                    mask_TxS=md.two_stream_mask(T, K))[0][:, :T]
+  for b in (0, 3, T // K - 1):
+    seen = jnp.where(jnp.arange(T) < b * K, x, jnp.where(jnp.arange(T) < (b + 1) * K, z, 7))
+    one = family.tools['logits_fn'](params)(seen)
+    np.testing.assert_allclose(np.asarray(two[:, b * K:(b + 1) * K]),
+                               np.asarray(one[:, b * K:(b + 1) * K]), rtol=2e-4, atol=2e-4)
+
+
+def test_blocks_of_one_byte_give_the_exact_autoregressive_likelihood():
+  # With K = 1 every byte is masked with weight 1 and sees the clean bytes before
+  # it: the bound is the chain rule's -sum_i log p(x_i | x_<i), which one pass of
+  # the block-causal model over [all MASK, x] gives, on every draw.
+  config, data, family = _family(block_size=1)
+  T = data.info.shape[0] - 1
+  state = family.init(jax.random.PRNGKey(1), data.train_batch(0))
+  batch = {'tokens': data.train_batch(0)['tokens'][:4], 'mask': np.ones(4, bool)}
+  x = jnp.asarray(batch['tokens'][:, 1:], jnp.int32)
+  model = md.make_model(config, data.info)
+  logits = model.apply({'params': state.params}, jnp.concatenate([jnp.full_like(x, 256), x], 1),
+                       positions_T=jnp.concatenate([jnp.arange(T)] * 2),
+                       mask_TxS=md.two_stream_mask(T, 1))[0][:, :T, :256]
+  exact = -float(jnp.take_along_axis(jax.nn.log_softmax(logits), x[..., None], -1).sum())
+  for k in range(3):
+    np.testing.assert_allclose(float(family.eval_step(state, batch, jax.random.PRNGKey(k))['nll']),
+                               exact, rtol=1e-5)
+  # Masking a byte in the clean stream (a causal LM's future) changes nothing
+  # before it: the bytes before position 5 do not see it.
+  x2 = x.at[:, 5].set((x[:, 5] + 1) % 256)
+  logits2 = model.apply({'params': state.params}, jnp.concatenate([jnp.full_like(x, 256), x2], 1),
+                        positions_T=jnp.concatenate([jnp.arange(T)] * 2),
+                        mask_TxS=md.two_stream_mask(T, 1))[0][:, :T, :256]
+  np.testing.assert_allclose(np.asarray(logits2[:, :6]), np.asarray(logits[:, :6]), atol=1e-5)
+  assert not np.allclose(np.asarray(logits2[:, 6:]), np.asarray(logits[:, 6:]), atol=1e-5)
+
+
+def test_the_any_order_estimate_has_the_continuous_time_bound_as_its_mean():
+  # mask_subsets (k ~ U{1..K}, weight K/k) and the t-integral (t = u^2, weight
+  # 2/u) estimate the same NELBO of one denoiser: their means agree within
+  # Monte-Carlo error, and the any-order one has the smaller spread.
+  config, data, family = _family()
+  T = data.info.shape[0] - 1
+  params = family.init(jax.random.PRNGKey(2), data.train_batch(0)).params
+  fn = family.tools['logits_fn'](params)
+  x = jnp.asarray(data.train_batch(0)['tokens'][:1, 1:], jnp.int32)
+  n = 4000
+  xs = jnp.broadcast_to(x, (n, T))
+  keys = jax.random.split(jax.random.PRNGKey(3), n)
+  any_order = np.asarray(md.block_nelbo(fn, xs, keys, T, 256, 256))
+  u = jax.random.uniform(jax.random.PRNGKey(4), (n,))
+  t, w = md.eval_times(u)
+  integral = np.asarray(md.nelbo(fn, xs, t, w, keys, 256, 256))
+  se = np.sqrt(any_order.var() / n + integral.var() / n)
+  assert abs(any_order.mean() - integral.mean()) < 4 * se, (any_order.mean(), integral.mean(), se)
+  assert any_order.std() < integral.std()
+
+
+def test_the_block_sampler_fills_blocks_left_to_right_one_byte_per_step():
+  config, data, family = _family(block_size=8)
+  T, K = data.info.shape[0] - 1, 8
+  state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
+  for text in (b'def f(x)', b'def f'):  # a whole block of prompt (skipped), then part of one
+    P = len(text)
+    prompt = np.zeros((3, T), np.int32)
+    prompt[:, :P] = np.frombuffer(text, np.uint8)
+    z, counts = family.tools['generate'](state.params, jnp.asarray(prompt), jax.random.PRNGKey(P),
+                                         P, K, 1.0, 0, 1.0)
+    z, counts = np.asarray(z), np.asarray(counts)
+    np.testing.assert_array_equal(z[:, :P], prompt[:, :P])
+    assert np.all(z < 256) and np.all(counts[-1] == 0)
+    assert len(counts) == (T // K - P // K) * K  # K steps for each block with bytes to draw
+    # After block b's K steps every byte up to its end is drawn, none after it.
+    left = T - K * (P // K + 1 + np.arange(len(counts) // K))
+    np.testing.assert_array_equal(counts[K - 1::K], np.broadcast_to(left[:, None], (len(left), 3)))
+    if P % K == 0:  # then every block draws K bytes in K steps: exactly one per step
+      np.testing.assert_array_equal(counts, np.broadcast_to(
+          (T - P - 1 - np.arange(len(counts)))[:, None], counts.shape))
+  assert family.tools['network_evals'] == (T // K) * config.sample.steps  # prompt 'def ' < K

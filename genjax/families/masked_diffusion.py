@@ -25,6 +25,16 @@ round(M (1 - i/S)) of the M generated positions still masked after step i, each
 unmasked byte drawn from the denoiser's distribution at that step and never
 changed again; the prompt is never masked. With S = M it unmasks exactly one
 byte per step.
+
+Blocks (model.block_size = K < T; BD3-LM, Arriola et al. 2025): the window is
+cut into T/K blocks, and each block is diffused given the clean blocks before
+it, so -log p(x) = sum over blocks of -log p(x_b | x_<b), each bounded by the
+ELBO above with its own t. K = 1 is an autoregressive model and K = T the
+plain model. Training and evaluation run every block at once on the noised
+window followed by the clean one (2T tokens): a noised block sees itself and
+the clean blocks before it, a clean block the clean blocks up to itself. The
+sampler fills the blocks left to right, S steps each, the model reading the
+window under a block-causal mask (S * number of blocks network evaluations).
 """
 import functools
 
@@ -68,6 +78,48 @@ def mask_tokens(keys_B, x_BxT, t_B, mask_id):
   return jnp.where(masked, mask_id, x_BxT), masked
 
 
+def mask_subsets(keys_B, x_BxT, K, mask_id):
+  """Per block of K: k ~ U{1..K}, then a uniformly random k of its bytes masked.
+  Returns (z, masked, weight BxT = K / k of the byte's block). With a denoiser
+  that does not read t, sum over masked of weight * -log p(x_i | z) is an
+  unbiased estimate of the continuous-time NELBO above (integrating t out:
+  given k masked bytes, the integral of t^(k-1) (1-t)^(K-k) is 1 / (k C(K, k)),
+  so NELBO = sum_k E[mean NLL of k masked bytes] = E_k[(K/k) sum over them]),
+  the any-order autoregressive form; it wastes no block and its weights are
+  at most K."""
+  B, T = x_BxT.shape
+
+  def one(key):
+    k_size, k_order = jax.random.split(key)
+    k = jax.random.randint(k_size, (T // K, 1), 1, K + 1)
+    order = jnp.argsort(jnp.argsort(jax.random.uniform(k_order, (T // K, K)), axis=-1), axis=-1)
+    return (order < k).reshape(T), jnp.broadcast_to(K / k, (T // K, K)).reshape(T)
+
+  masked, weight = jax.vmap(one)(keys_B)
+  return jnp.where(masked, mask_id, x_BxT), masked, weight
+
+
+def block_ids(T, K):
+  return jnp.arange(T) // K
+
+
+def two_stream_mask(T, K):
+  """(2T, 2T) attention mask over [noised window, clean window]: a noised token
+  sees its own noised block and the clean blocks before it; a clean token sees
+  the clean blocks up to its own."""
+  b = block_ids(T, K)
+  same, before = b[:, None] == b[None, :], b[None, :] < b[:, None]
+  top = jnp.concatenate([same, before], axis=1)
+  bottom = jnp.concatenate([jnp.zeros_like(same), before | same], axis=1)
+  return jnp.concatenate([top, bottom], axis=0)
+
+
+def block_causal_mask(T, K):
+  """(T, T): a token sees its own block and the blocks before it."""
+  b = block_ids(T, K)
+  return b[None, :] <= b[:, None]
+
+
 def masked_nll(logits_fn, x_BxT, t_B, keys_B, mask_id, num_outputs):
   """(-log p(x_i | z_t) for every position (BxT), masked (BxT)) at z_t ~ q(z_t | x)."""
   z, masked = mask_tokens(keys_B, x_BxT, t_B, mask_id)
@@ -87,10 +139,20 @@ def masked_mean_loss(logits_fn, x_BxT, t_B, keys_B, mask_id, num_outputs):
   """(B,) the mean NLL over an example's masked positions, times T. Given t, the
   ELBO's integrand (1/t) E[sum over masked] is T times the expected NLL of a
   masked position, so this has (nearly) the ELBO's expectation over uniform t,
-  without the 1/t weights that make the ELBO estimate heavy-tailed near t = 0."""
+  without the 1/t weights that make the ELBO estimate heavy-tailed near t = 0.
+  (Exactly T/(T+1) of it: t uniform makes the number of masks uniform on
+  0..T, and an example with none counts 0; see `mask_subsets`.)"""
   nll_BxT, masked = masked_nll(logits_fn, x_BxT, t_B, keys_B, mask_id, num_outputs)
   count = jnp.sum(masked, axis=-1)
   return x_BxT.shape[1] * jnp.sum(jnp.where(masked, nll_BxT, 0.0), -1) / jnp.maximum(count, 1)
+
+
+def block_nelbo(logits_fn, x_BxT, keys_B, K, mask_id, num_outputs):
+  """(B,) the NELBO estimate of `mask_subsets`, blocks of K."""
+  z, masked, weight = mask_subsets(keys_B, x_BxT, K, mask_id)
+  logp = jax.nn.log_softmax(logits_fn(z)[..., :num_outputs].astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, x_BxT[..., None], axis=-1)[..., 0]
+  return jnp.sum(jnp.where(masked, weight * nll, 0.0), axis=-1)
 
 
 def train_times(rng, index_B, total):
@@ -106,34 +168,43 @@ def eval_times(u_B):
   return u * u, 2.0 / u
 
 
-def unmask_order(rng, B, L, prompt_len):
-  """(B, L) rank of each position in the unmasking order: the prompt first (its
-  ranks are below prompt_len, so it is never masked), the rest at random."""
+def unmask_order(rng, B, L, prompt_len, K=None):
+  """(B, L) rank of each position in its block's unmasking order (one block of
+  L by default): the prompt first (so it is never masked), the rest at random."""
+  K = K or L
   scores = jax.random.uniform(rng, (B, L))
-  scores = jnp.where(jnp.arange(L) < prompt_len, -1.0, scores)
-  return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1)
+  scores = jnp.where(jnp.arange(L) < prompt_len, -1.0, scores).reshape(B, L // K, K)
+  return jnp.argsort(jnp.argsort(scores, axis=-1), axis=-1).reshape(B, L)
 
 
 def generate(logits_fn, prompt_BxL, prompt_len, num_steps, rng, mask_id, num_outputs,
-             temperature=1.0, top_k=0, top_p=1.0):
-  """Fills positions prompt_len..L-1 of `prompt_BxL` in `num_steps` steps (a
-  `lax.scan`); returns (tokens BxL, masked counts after each step num_steps x B)."""
+             temperature=1.0, top_k=0, top_p=1.0, block_size=None):
+  """Fills positions prompt_len..L-1 of `prompt_BxL` (a `lax.scan`) in
+  `num_steps` steps per block of `block_size` (one block of L by default),
+  block after block; blocks wholly in the prompt are skipped. Returns (tokens
+  BxL, masked counts after each step, steps x B)."""
   B, L = prompt_BxL.shape
-  M = L - prompt_len
+  K = block_size or L
+  first = prompt_len // K  # the first block with a position to fill
+  # Positions each block generates (after its share of the prompt).
+  todo = jnp.asarray(K - np.clip(prompt_len - K * np.arange(L // K), 0, K), jnp.int32)
   k_order, k_run = jax.random.split(rng)
-  rank = unmask_order(k_order, B, L, prompt_len)
-  z = jnp.where(rank < prompt_len, prompt_BxL, mask_id)
+  rank = unmask_order(k_order, B, L, prompt_len, K)
+  block = block_ids(L, K)
+  z = jnp.where(jnp.arange(L) < prompt_len, prompt_BxL, mask_id)
 
   def step(z, xs):
-    i, key = xs
-    still_masked = jnp.round(M * (1.0 - (i + 1) / num_steps)).astype(jnp.int32)
-    reveal = (z == mask_id) & (rank < L - still_masked)
+    b, i, key = xs
+    still_masked = jnp.round(todo[b] * (1.0 - (i + 1) / num_steps)).astype(jnp.int32)
+    reveal = (z == mask_id) & (block == b) & (rank < K - still_masked)
     drawn = sampling.sample_tokens(key, logits_fn(z)[..., :num_outputs], temperature, top_k, top_p)
     z = jnp.where(reveal, drawn, z)
     return z, jnp.sum(z == mask_id, axis=-1)
 
-  z, counts = jax.lax.scan(step, z, (jnp.arange(num_steps), jax.random.split(k_run, num_steps)))
-  return z, counts
+  n = (L // K - first) * num_steps
+  g = jnp.arange(n)
+  xs = (first + g // num_steps, g % num_steps, jax.random.split(k_run, n))
+  return jax.lax.scan(step, z, xs)
 
 
 def build(config, info):
@@ -141,12 +212,28 @@ def build(config, info):
   model = make_model(config, info)
   mask_id, num_outputs = info.num_levels, info.num_levels
   T = info.shape[0] - 1
+  K = config.model.get('block_size', 0) or T
+  if T % K:
+    raise ValueError(f'model.block_size={K} must divide the window of {T} bytes')
   tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
   sc = config.sample
 
   def logits_fn(params, rng=None, train=False):
+    """z -> logits; with blocks, over the window under the block-causal mask
+    (what the sampler reads: the blocks before are clean)."""
     rngs = {'dropout': rng} if train else {}
-    return lambda z: model.apply({'params': params}, z, train=train, rngs=rngs)[0]
+    mask = None if K == T else block_causal_mask(T, K)
+    return lambda z: model.apply({'params': params}, z, train=train, rngs=rngs, mask_TxS=mask)[0]
+
+  def denoiser(params, x, rng=None, train=False):
+    """z -> logits of the noised window; with blocks, each block given the clean
+    blocks of x before it (the two-stream pass)."""
+    if K == T:
+      return logits_fn(params, rng, train)
+    rngs = {'dropout': rng} if train else {}
+    positions, mask = jnp.concatenate([jnp.arange(T)] * 2), two_stream_mask(T, K)
+    return lambda z: model.apply({'params': params}, jnp.concatenate([z, x], axis=1), train=train,
+                                 rngs=rngs, positions_T=positions, mask_TxS=mask)[0][:, :T]
 
   def init(rng, batch):
     params = jax.jit(model.init)(rng, window(batch)[:1])['params']
@@ -160,8 +247,11 @@ def build(config, info):
     t = train_times(k_t, index, B * _num_devices())
 
     def loss_fn(params):
-      fn, keys = logits_fn(params, base.device_key(rng), train=True), base.example_keys(k_mask, B)
-      if config.model.loss == 'elbo':
+      fn = denoiser(params, x, base.device_key(rng), train=True)
+      keys = base.example_keys(k_mask, B)
+      if K < T:  # the any-order form: unbiased, weights at most K (model.loss not used)
+        per = block_nelbo(fn, x, keys, K, mask_id, num_outputs)
+      elif config.model.loss == 'elbo':
         per = nelbo(fn, x, t, 1.0 / t, keys, mask_id, num_outputs)
       else:
         per = masked_mean_loss(fn, x, t, keys, mask_id, num_outputs)
@@ -176,19 +266,25 @@ def build(config, info):
     B = x.shape[0]
     mask = batch['mask'].astype(jnp.float32)
     keys = base.example_keys(rng, B)
-    u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1)))(keys)
-    t, weight = eval_times(u)
-    per = nelbo(logits_fn(state.params), x, t, weight, keys, mask_id, num_outputs)
+    if K < T:
+      per = block_nelbo(denoiser(state.params, x), x, keys, K, mask_id, num_outputs)
+    else:
+      u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1)))(keys)
+      t, weight = eval_times(u)
+      per = nelbo(logits_fn(state.params), x, t, weight, keys, mask_id, num_outputs)
     return dict(nll=(per * mask).sum(), dims=mask.sum() * x.shape[1], examples=mask.sum())
 
   @functools.partial(jax.jit, static_argnames=('prompt_len', 'num_steps'))
   def _generate(params, prompt, rng, prompt_len, num_steps, temperature, top_k, top_p):
     return generate(logits_fn(params), prompt, prompt_len, num_steps, rng, mask_id, num_outputs,
-                    temperature, top_k, top_p)
+                    temperature, top_k, top_p, K)
+
+  def network_evals(steps, prompt_len):
+    return (T // K - prompt_len // K) * steps
 
   def sample(state, rng, num_samples, steps=None):
     """{'tokens': (N, T)}: sample.prompt, then T - len(prompt) bytes drawn in
-    `steps` denoising steps (default sample.steps)."""
+    `steps` denoising steps (default sample.steps), per block with blocks."""
     steps = steps or sc.steps
     prompt = np.frombuffer(sc.prompt.encode('utf-8'), np.uint8).astype(np.int32)
     if not 0 <= len(prompt) < T:
@@ -199,12 +295,17 @@ def build(config, info):
                      sc.temperature, sc.top_k, sc.top_p)
     return {'tokens': np.asarray(z)}
 
-  def sampler_settings(step_counts=(8, 16, 32, 64)):
+  def sampler_settings(step_counts=None):
     """(label, `sample` keyword arguments, network evaluations per sample)."""
-    return [(f'{n} steps', dict(steps=n), n) for n in step_counts]
+    P = len(sc.prompt.encode('utf-8'))
+    if K == T:
+      return [(f'{n} steps', dict(steps=n), n) for n in step_counts or (8, 16, 32, 64)]
+    counts = step_counts or sorted({1, max(K // 2, 1), K})
+    return [(f'{n} steps per block of {K}', dict(steps=n), network_evals(n, P)) for n in counts]
 
-  tools = dict(network_evals=sc.steps, sampler_settings=sampler_settings, generate=_generate,
-               logits_fn=logits_fn, mask_id=mask_id)
+  tools = dict(network_evals=network_evals(sc.steps, len(sc.prompt.encode('utf-8'))),
+               sampler_settings=sampler_settings, generate=_generate, logits_fn=logits_fn,
+               mask_id=mask_id, block_size=K)
   return base.Family(name='masked_diffusion', init=init, train_step=train_step,
                      eval_step=eval_step, sample=sample, likelihood='bound',
                      state_fields=('model', 'data.seq_len'), tools=tools)

@@ -37,7 +37,7 @@ class CausalSelfAttention(nn.Module):
   causal: bool = True  # False: every position attends to all (a DiT over patches)
 
   @nn.compact
-  def __call__(self, x_BxTxC, positions_BxT, cache=None, index=None, train=False):
+  def __call__(self, x_BxTxC, positions_BxT, cache=None, index=None, train=False, mask_TxS=None):
     B, T, C = x_BxTxC.shape
     H, D = self.num_heads, C // self.num_heads
     qkv = nn.DenseGeneral((3, H, D), dtype=self.dtype, name='qkv')(x_BxTxC)  # BxTx3xHxD
@@ -58,9 +58,10 @@ class CausalSelfAttention(nn.Module):
       key_pos_S = jnp.arange(keys.shape[1])
       query_pos_T = index + jnp.arange(T)
 
-    mask_TxS = key_pos_S[None, :] <= query_pos_T[:, None]
-    if not self.causal:
-      mask_TxS = jnp.ones_like(mask_TxS)
+    if mask_TxS is None:  # else the caller's mask (without a cache): query t sees key s where True
+      mask_TxS = key_pos_S[None, :] <= query_pos_T[:, None]
+      if not self.causal:
+        mask_TxS = jnp.ones_like(mask_TxS)
     scores = jnp.einsum('bthd,bshd->bhts', q, keys.astype(q.dtype)).astype(jnp.float32)
     scores = scores / jnp.sqrt(D).astype(jnp.float32)
     scores = jnp.where(mask_TxS, scores, jnp.finfo(jnp.float32).min)
@@ -80,11 +81,12 @@ class Block(nn.Module):
   causal: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxC, positions_BxT, cache=None, index=None, train=False):
+  def __call__(self, x_BxTxC, positions_BxT, cache=None, index=None, train=False, mask_TxS=None):
     C = x_BxTxC.shape[-1]
     h = nn.LayerNorm(dtype=self.dtype, name='ln_attn')(x_BxTxC)
     h, new_cache = CausalSelfAttention(self.num_heads, self.rotary, self.dropout, self.dtype,
-                                       self.causal, name='attn')(h, positions_BxT, cache, index, train)
+                                       self.causal, name='attn')(h, positions_BxT, cache, index, train,
+                                                                 mask_TxS)
     x_BxTxC = x_BxTxC + nn.Dropout(self.dropout, deterministic=not train)(h)
     h = nn.LayerNorm(dtype=self.dtype, name='ln_mlp')(x_BxTxC)
     h = nn.Dense(self.mlp_ratio * C, dtype=self.dtype, name='fc')(h)
@@ -100,6 +102,8 @@ class Transformer(nn.Module):
   `__call__(tokens, cache=None, index=None)` returns `(logits_BxTxV, cache)`.
   Without a cache it is the training forward pass over positions 0..T-1; with
   one it processes positions index..index+T-1 and returns the updated cache.
+  Without a cache, `positions_T` (each token's position) and `mask_TxS` (which
+  keys each query sees) may replace the defaults: 0..T-1 and causal (or all).
   """
   vocab_size: int
   max_len: int
@@ -126,17 +130,21 @@ class Transformer(nn.Module):
     self.ln_final = nn.LayerNorm(dtype=self.dtype, name='ln_final')
     self.drop = nn.Dropout(self.dropout)
 
-  def __call__(self, tokens_BxT, cache=None, index=None, train=False):
+  def __call__(self, tokens_BxT, cache=None, index=None, train=False, positions_T=None,
+               mask_TxS=None):
     B, T = tokens_BxT.shape
     start = 0 if index is None else index
-    positions_BxT = jnp.broadcast_to(start + jnp.arange(T), (B, T))
+    if positions_T is None:
+      positions_T = start + jnp.arange(T)
+    positions_BxT = jnp.broadcast_to(positions_T, (B, T))
     x = self.embed(tokens_BxT).astype(self.dtype)
     if self.positions == 'learned':
-      x = x + jax.lax.dynamic_slice_in_dim(self.pos_embed, start, T).astype(self.dtype)
+      x = x + jnp.take(self.pos_embed, positions_T, axis=0).astype(self.dtype)
     x = self.drop(x, deterministic=not train)
     new_cache = []
     for i, block in enumerate(self.blocks):
-      x, layer_cache = block(x, positions_BxT, None if cache is None else cache[i], index, train)
+      x, layer_cache = block(x, positions_BxT, None if cache is None else cache[i], index, train,
+                             mask_TxS)
       new_cache.append(layer_cache)
     x = self.ln_final(x)
     logits_BxTxV = self.embed.attend(x.astype(jnp.float32))
