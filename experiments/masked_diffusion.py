@@ -9,14 +9,23 @@
       default reaches 1.28 in the same time), and samples continuing 'def ' in
       64 denoising steps.
 
-Sampling steps are a sampling-time choice: `--mode=sample --config.sample.steps=16`.
+  python launch.py --config=experiments/masked_diffusion.py:pysrc_blocks --workdir=/tmp/bd3lm_pysrc
+      Block diffusion (BD3-LM): the same transformer, 2-byte blocks diffused left
+      to right, each given the clean bytes before it; batch 16, 3,000 steps
+      capped at the same 496 s, validated every 500 steps. Trained and
+      evaluated on the any-order estimate of the bound. Measured: 2,651 steps
+      in the 496 s, 1.543 nats/byte on the whole validation split (21% above
+      the AR default's 1.276 in the same time); 9 min 20 s for the command.
+
+Sampling steps are a sampling-time choice: `--mode=sample --config.sample.steps=16`
+(per block with blocks).
 Any field can be overridden; `:pysrc,smoke` is the same experiment shrunk to 4 steps.
 """
 import ml_collections
 
 from experiments import common
 
-VARIANTS = ('pysrc',)
+VARIANTS = ('pysrc', 'pysrc_blocks')
 SMOKE = {'model.num_layers': 1, 'model.num_heads': 2, 'model.width': 32, 'sample.steps': 4,
          'train.max_seconds': 0.0}
 
@@ -24,7 +33,7 @@ SMOKE = {'model.num_layers': 1, 'model.num_heads': 2, 'model.width': 32, 'sample
 def get_config(arg='pysrc'):
   variant, smoke = common.parse(arg, VARIANTS, 'experiments/masked_diffusion.py')
   c = common.base('masked_diffusion', 'pysrc', batch_size=32, num_steps=2800)
-  del variant  # one variant: pysrc (any byte-level TFDS text works through data.name)
+  # Any byte-level TFDS text works through data.name.
 
   c.model = ml_collections.ConfigDict()
   c.model.num_layers = 4
@@ -55,4 +64,11 @@ def get_config(arg='pysrc'):
   c.sample.top_k = 0
   c.sample.top_p = 1.0
   c.sample.prompt = 'def '
+
+  if variant == 'pysrc_blocks':
+    c.model.block_size = 2
+    c.data.batch_size = 16  # the two-stream pass reads 2 x 64 tokens an example
+    c.train.num_steps = 3000  # about what 496 s hold on the 2-core CPU
+    c.evals.validation.every = 500
+    c.sample.steps = 2  # per block: one byte a step
   return common.smoke(c, SMOKE) if smoke else c
