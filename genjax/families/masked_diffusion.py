@@ -123,8 +123,13 @@ def block_causal_mask(T, K):
 def masked_nll(logits_fn, x_BxT, t_B, keys_B, mask_id, num_outputs):
   """(-log p(x_i | z_t) for every position (BxT), masked (BxT)) at z_t ~ q(z_t | x)."""
   z, masked = mask_tokens(keys_B, x_BxT, t_B, mask_id)
-  logp = jax.nn.log_softmax(logits_fn(z)[..., :num_outputs].astype(jnp.float32), axis=-1)
-  return -jnp.take_along_axis(logp, x_BxT[..., None], axis=-1)[..., 0], masked
+  return token_nll(logits_fn, z, x_BxT, num_outputs), masked
+
+
+def token_nll(logits_fn, z_BxT, x_BxT, num_outputs):
+  """-log p(x_i | z) at every position (BxT)."""
+  logp = jax.nn.log_softmax(logits_fn(z_BxT)[..., :num_outputs].astype(jnp.float32), axis=-1)
+  return -jnp.take_along_axis(logp, x_BxT[..., None], axis=-1)[..., 0]
 
 
 def nelbo(logits_fn, x_BxT, t_B, weight_B, keys_B, mask_id, num_outputs):
@@ -150,8 +155,7 @@ def masked_mean_loss(logits_fn, x_BxT, t_B, keys_B, mask_id, num_outputs):
 def block_nelbo(logits_fn, x_BxT, keys_B, K, mask_id, num_outputs):
   """(B,) the NELBO estimate of `mask_subsets`, blocks of K."""
   z, masked, weight = mask_subsets(keys_B, x_BxT, K, mask_id)
-  logp = jax.nn.log_softmax(logits_fn(z)[..., :num_outputs].astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, x_BxT[..., None], axis=-1)[..., 0]
+  nll = token_nll(logits_fn, z, x_BxT, num_outputs)
   return jnp.sum(jnp.where(masked, weight * nll, 0.0), axis=-1)
 
 
@@ -217,6 +221,7 @@ def build(config, info):
     raise ValueError(f'model.block_size={K} must divide the window of {T} bytes')
   tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
   sc = config.sample
+  prompt = np.frombuffer(sc.prompt.encode('utf-8'), np.uint8).astype(np.int32)
 
   def logits_fn(params, rng=None, train=False):
     """z -> logits; with blocks, over the window under the block-causal mask
@@ -279,14 +284,13 @@ def build(config, info):
     return generate(logits_fn(params), prompt, prompt_len, num_steps, rng, mask_id, num_outputs,
                     temperature, top_k, top_p, K)
 
-  def network_evals(steps, prompt_len):
-    return (T // K - prompt_len // K) * steps
+  def network_evals(steps):
+    return (T // K - len(prompt) // K) * steps
 
   def sample(state, rng, num_samples, steps=None):
     """{'tokens': (N, T)}: sample.prompt, then T - len(prompt) bytes drawn in
     `steps` denoising steps (default sample.steps), per block with blocks."""
     steps = steps or sc.steps
-    prompt = np.frombuffer(sc.prompt.encode('utf-8'), np.uint8).astype(np.int32)
     if not 0 <= len(prompt) < T:
       raise ValueError(f'sample.prompt must be 0..{T - 1} bytes, got {len(prompt)}')
     buf = np.zeros((num_samples, T), np.int32)
@@ -297,13 +301,12 @@ def build(config, info):
 
   def sampler_settings(step_counts=None):
     """(label, `sample` keyword arguments, network evaluations per sample)."""
-    P = len(sc.prompt.encode('utf-8'))
     if K == T:
       return [(f'{n} steps', dict(steps=n), n) for n in step_counts or (8, 16, 32, 64)]
     counts = step_counts or sorted({1, max(K // 2, 1), K})
-    return [(f'{n} steps per block of {K}', dict(steps=n), network_evals(n, P)) for n in counts]
+    return [(f'{n} steps per block of {K}', dict(steps=n), network_evals(n)) for n in counts]
 
-  tools = dict(network_evals=network_evals(sc.steps, len(sc.prompt.encode('utf-8'))),
+  tools = dict(network_evals=network_evals(sc.steps),
                sampler_settings=sampler_settings, generate=_generate, logits_fn=logits_fn,
                mask_id=mask_id, block_size=K)
   return base.Family(name='masked_diffusion', init=init, train_step=train_step,
