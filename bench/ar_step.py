@@ -6,6 +6,7 @@ PyTorch GPT of the same architecture timed in the same script.
   python bench/ar_step.py --size=baby --torch # 6 layers, 6 heads, width 384, block 256, batch 64
   python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch --compile   # GPT-2 small, for a GPU
   python bench/ar_step.py --smoke             # one tiny step: checks the script runs (the suite does)
+  python bench/ar_step.py --steps_per_call=10 # also time 10 steps per device call (train.steps_per_call)
 
 `--torch` needs the benchmark-only extras (`pip install -r requirements-bench.txt`);
 without them the PyTorch column says so and the rest still runs.
@@ -149,6 +150,8 @@ def main():
                  help='compute dtype (config.model.dtype); parameters stay float32')
   p.add_argument('--torch', action='store_true', help='also time the PyTorch GPT')
   p.add_argument('--compile', action='store_true', help='torch.compile the PyTorch GPT')
+  p.add_argument('--steps_per_call', type=int, default=1,
+                 help='> 1: also time this many steps per device call (train.steps_per_call)')
   p.add_argument('--smoke', action='store_true', help='one tiny step, one round: no timing value')
   args = p.parse_args()
   args.layers, args.heads, args.width, args.block, batch, steps = SIZES[args.size]
@@ -176,10 +179,25 @@ def main():
     return metrics
 
   compile_s, _ = benchlib.first_call(full_step)
+  k = args.steps_per_call
+  if k > 1:  # the same steps, k per call: parallel.pmap_train_steps, as the trainer runs them
+    steps_fn = parallel.pmap_train_steps(family.train_step)
+    stacked = parallel.shard_steps([{'tokens': tokens}] * k)
+    step_ids = np.arange(k, dtype=np.int32)
+
+    def k_steps():
+      holder[0], metrics = steps_fn(holder[0], stacked, jax.random.PRNGKey(0), step_ids)
+      return metrics
+
+    compile_k, _ = benchlib.first_call(k_steps)
+  dt_k = float('inf')
   t_step, why = torch_step(args, tokens) if args.torch else (None, 'not run (--torch)')
   dt_step = dt_torch = float('inf')
   for _ in range(args.rounds):  # interleaved: both see the same machine state
     dt_step = min(dt_step, benchlib.timeit(full_step, args.steps, warmup=1, rounds=1))
+    if k > 1:
+      calls = max(1, -(-args.steps // k))
+      dt_k = min(dt_k, benchlib.timeit(k_steps, calls, warmup=1, rounds=1) / k)
     if t_step is not None:
       dt_torch = min(dt_torch, benchlib.timeit(t_step, args.steps, warmup=1, rounds=1))
 
@@ -205,6 +223,10 @@ def main():
         f'block {args.block}, batch {args.batch}, {args.dtype}')
   print(f'compile (first step): {compile_s:.2f} s')
   print(f'genjax train step: {dt_step * 1e3:.2f} ms  ->  {tokens_per_step / dt_step:,.0f} tokens/s')
+  if k > 1:
+    print(f'  {k} steps per device call: {dt_k * 1e3:.2f} ms/step  ->  '
+          f'{tokens_per_step / dt_k:,.0f} tokens/s, {dt_step / dt_k:.2f}x one step per call '
+          f'(compile {compile_k:.2f} s)')
   print(f'  forward {dt_fwd * 1e3:.2f} ms | forward+backward {dt_fwd_bwd * 1e3:.2f} ms | '
         f'optimizer, pmean and dispatch {max(dt_step - dt_fwd_bwd, 0) * 1e3:.2f} ms')
   if t_step is not None:

@@ -48,6 +48,10 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
   # Several hosts: they agree on a SIGTERM (and max_seconds) every this many steps, in an
   # all-gather that waits for all of them; all stop after the same step.
   c.train.stop_check_every = 10
+  # > 1: this many train steps per device call (a lax.scan over a stack of batches), for
+  # small models whose step is short next to a dispatch; the same results as 1. Steps
+  # run one per call where a log, evaluation, checkpoint or stop check falls inside.
+  c.train.steps_per_call = 1
   # True: a step whose update is not finite keeps the previous state; the logged
   # 'skipped_updates' counts them. False: a non-finite loss stops the run.
   c.train.skip_nonfinite_updates = False

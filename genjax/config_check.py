@@ -9,8 +9,8 @@ from genjax.errors import ConfigError
 # Sizes and counts that must be positive integers, wherever a config has them.
 POSITIVE = (
     'data.batch_size', 'data.eval_batch_size', 'data.seq_len', 'train.num_steps',
-    'train.log_every', 'train.stop_check_every', 'model.width', 'model.num_layers',
-    'model.num_heads', 'model.mlp_ratio',
+    'train.log_every', 'train.stop_check_every', 'train.steps_per_call', 'model.width',
+    'model.num_layers', 'model.num_heads', 'model.mlp_ratio',
     'model.hidden', 'model.latent_dim', 'model.channels', 'model.num_steps', 'model.g_width',
     'model.d_width', 'model.levels', 'model.steps', 'model.num_res_blocks', 'model.patch',
     'model.pack', 'gan.n_critic', 'sample.length', 'sample.ddim_steps', 'sample.steps')

@@ -49,6 +49,28 @@ def pmap_train_step(step_fn, devices=None):
                   donate_argnums=(0,), devices=devices)
 
 
+def pmap_train_steps(step_fn, devices=None):
+  """(state, batches, key, steps) -> (state, metrics): several train steps in one
+  device call, for models whose step is short next to a dispatch.
+
+  `batches` stacks one batch per step behind the device axis (devices, steps,
+  per-device batch, ...); step i runs on batches[:, i] with the key
+  `fold_in(key, steps[i])`, the key pmap_train_step's caller gives that step
+  (genjax.train's stream('train', step)), so the state equals that of
+  len(steps) single calls. Metrics come back with a steps axis after the
+  device axis.
+  """
+  def per_device(state, batches, key, steps):
+    def one(state, xs):
+      batch, step = xs
+      return step_fn(state, batch, jax.random.fold_in(key, step))
+
+    return jax.lax.scan(one, state, (batches, steps))
+
+  return jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(0, 0, None, None),
+                  donate_argnums=(0,), devices=devices)
+
+
 def pmap_eval_step(eval_fn, devices=None):
   """(state, batch, rng) -> sums over all devices (identical on each).
 
@@ -104,3 +126,10 @@ def shard(batch, num_devices=None):
     return np.asarray(x).reshape((n, x.shape[0] // n) + x.shape[1:])
 
   return jax.tree_util.tree_map(split, batch)
+
+
+def shard_steps(batches, num_devices=None):
+  """Host batches of consecutive steps -> (devices, steps, per-device batch, ...),
+  as pmap_train_steps takes them."""
+  sharded = [shard(b, num_devices) for b in batches]
+  return jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *sharded)

@@ -69,6 +69,7 @@ class Experiment:
     if config.train.get('skip_nonfinite_updates', False):
       step_fn = base.skip_nonfinite(step_fn, self.family.finite)
     self.p_train = parallel.pmap_train_step(step_fn)
+    self.p_train_steps = parallel.pmap_train_steps(step_fn)  # train.steps_per_call > 1
     self.p_eval = parallel.pmap_eval_step(self.family.eval_step)
     self.evaluators = evals.build(config, self)
     self.last_samples = None  # (samples, path) of the last ex.sample
@@ -107,10 +108,16 @@ class Experiment:
 
 
 def _mean(logged):
-  """Per-step metrics (each with a device axis) -> their means. Steps whose
-  update was skipped (base.skip_nonfinite) are left out of the means and
+  """Metrics of each device call (values with a device axis, and a steps axis
+  after it where the call ran several steps) -> their means per step. Steps
+  whose update was skipped (base.skip_nonfinite) are left out of the means and
   counted in 'skipped_updates'."""
-  rows = [{k: float(v[0]) for k, v in m.items()} for m in logged]
+  rows = []
+  for m, steps in logged:
+    if steps is None:
+      rows.append({k: float(v[0]) for k, v in m.items()})
+    else:
+      rows.extend({k: float(v[0, i]) for k, v in m.items()} for i in range(steps))
   kept = [r for r in rows if not r.get('skipped_updates')]
   mean = {k: float(np.mean([r[k] for r in kept])) if kept else float('nan') for k in rows[0]}
   if 'skipped_updates' in mean:
@@ -174,24 +181,35 @@ def train_and_evaluate(ex):
     nonlocal pending
     if not pending:
       return
-    mean = _mean(jax.device_get(pending))
+    mean = _mean(zip(jax.device_get([m for m, _ in pending]), [n for _, n in pending]))
     pending = []
     _check_finite(mean, ex.family, done, ex.checkpointer)
     mean['elapsed_s'] = time.time() - t0
     writer.write(done, 'train', mean)
     bar.set_postfix({headline: f'{mean[headline]:.4f}'})
 
+  per_call = tc.get('steps_per_call', 1)
+  boundary = _Boundaries(tc, ex.evaluators)
   try:
-    for step in range(start, tc.num_steps):
-      batch = parallel.shard(next(batches))
-      rstate, metrics = ex.p_train(rstate, batch, ex.stream('train', step))
+    while done < tc.num_steps:
+      step = done
+      if per_call > 1 and step + per_call <= boundary.next(step):
+        # Several steps in one call; no log, eval, save or stop check falls inside it.
+        batch = parallel.shard_steps([next(batches) for _ in range(per_call)])
+        steps = np.arange(step, step + per_call, dtype=np.int32)
+        rstate, metrics = ex.p_train_steps(rstate, batch, ex.stream('train'), steps)
+        pending.append((metrics, per_call))
+        done = step + per_call
+      else:
+        batch = parallel.shard(next(batches))
+        rstate, metrics = ex.p_train(rstate, batch, ex.stream('train', step))
+        pending.append((metrics, None))
+        done = step + 1
       host_state = functools.lru_cache(maxsize=1)(lambda: parallel.unreplicate(rstate))
-      pending.append(metrics)
       in_flight.append(metrics)
       if len(in_flight) > _AHEAD:
         jax.block_until_ready(in_flight.popleft())
-      done = step + 1
-      bar.update(1)
+      bar.update(done - step)
       stopping, late = stop.agreed(done, _out_of_time(tc, t0))
       is_last = done == tc.num_steps or late
       stopping = stopping and not is_last  # the last step is saved anyway
@@ -295,6 +313,25 @@ class _Selector:
       best = self.ex.checkpointer.restore_best(host_state())
       self._restored = functools.lru_cache(maxsize=1)(lambda: best)
     return self._restored
+
+
+class _Boundaries:
+  """The steps after which the loop must regain control: the multiples of each
+  cadence (logging, checkpoints, each evaluator, the hosts' stop check) and the
+  last step. train.steps_per_call runs several steps per device call only
+  between two of them, one step per call otherwise: two compiled steps at most,
+  and every cadence honoured."""
+
+  def __init__(self, tc, evaluators):
+    every = [tc.log_every, tc.checkpoint_every] + [e.cfg.every for e in evaluators]
+    if jax.process_count() > 1:
+      every.append(tc.get('stop_check_every', 1))
+    self.every = sorted({int(c) for c in every if c and c > 0})
+    self.last = tc.num_steps
+
+  def next(self, step):
+    """The first boundary after `step`."""
+    return min([self.last] + [(step // c + 1) * c for c in self.every])
 
 
 def _out_of_time(tc, t0):

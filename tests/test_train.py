@@ -102,6 +102,42 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, m
   chex.assert_trees_all_equal(a, params_of(str(tmp_path / 'terminated'), config))
 
 
+def test_several_steps_per_call_equal_one_step_per_call(tmp_path, tiny_config, monkeypatch):
+  config = tiny_config('pysrc')
+  config.model.dropout = 0.1  # step i's key must be the one a single call gets
+  config.train.num_steps, config.train.log_every, config.train.checkpoint_every = 11, 5, 6
+  one = train_run(config, str(tmp_path / 'one'))
+  calls = []
+  real = parallel.pmap_train_steps
+
+  def counted(step_fn, devices=None):
+    fn = real(step_fn, devices)
+
+    def call(state, batches, key, steps):
+      calls.append([int(s) for s in steps])
+      return fn(state, batches, key, steps)
+
+    return call
+
+  monkeypatch.setattr(parallel, 'pmap_train_steps', counted)
+  config.train.steps_per_call = 3
+  three = train_run(config, str(tmp_path / 'three'))
+  # Boundaries after steps 5 (log), 6 (checkpoint), 10 (log), 11 (the last):
+  # three steps per call only where none falls inside the call.
+  assert calls == [[0, 1, 2], [6, 7, 8]]
+  chex.assert_trees_all_equal(params_of(str(tmp_path / 'one'), config),
+                              params_of(str(tmp_path / 'three'), config))
+  assert one.keys() == three.keys()
+  rows = {}
+  for name in ('one', 'three'):
+    lines = [json.loads(l) for l in open(tmp_path / name / 'metrics.jsonl')]
+    rows[name] = [l for l in lines if l['split'] == 'train']
+  assert [r['step'] for r in rows['one']] == [r['step'] for r in rows['three']] == [5, 6, 10, 11]
+  for a, b in zip(rows['one'], rows['three']):
+    assert a['loss'] == b['loss']
+  assert checkpoint.Checkpointer(str(tmp_path / 'three'), config).latest_step == 11
+
+
 def test_diverging_loss_stops_with_advice_and_saves_nothing_bad(tmp_path, tiny_config):
   config = tiny_config('digits')
   config.optim.lr, config.optim.warmup_steps, config.optim.grad_clip = 1e30, 0, 0.0
