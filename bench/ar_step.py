@@ -26,7 +26,6 @@ AdamW (weight decay 0.1) after clipping the global norm to 1, causal
 interleaved, round by round, and the best round of each is kept.
 """
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
