@@ -7,6 +7,7 @@ PyTorch GPT of the same architecture timed in the same script.
   python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch --compile   # GPT-2 small, for a GPU
   python bench/ar_step.py --smoke             # one tiny step: checks the script runs (the suite does)
   python bench/ar_step.py --steps_per_call=10 # also time 10 steps per device call (train.steps_per_call)
+  GENJAX_SYSTEM_MALLOC=1 python bench/ar_step.py --torch   # with the C library's default allocator
 
 `--torch` needs the benchmark-only extras (`pip install -r requirements-bench.txt`);
 without them the PyTorch column says so and the rest still runs.
@@ -26,6 +27,7 @@ AdamW (weight decay 0.1) after clipping the global norm to 1, causal
 interleaved, round by round, and the best round of each is kept.
 """
 import argparse
+import os
 
 import jax
 import jax.numpy as jnp
@@ -190,10 +192,13 @@ def main():
 
     compile_k, _ = benchlib.first_call(k_steps)
   dt_k = float('inf')
+  faults = [0, 0]  # minor page faults, steps: over the single-step rounds
   t_step, why = torch_step(args, tokens) if args.torch else (None, 'not run (--torch)')
   dt_step = dt_torch = float('inf')
   for _ in range(args.rounds):  # interleaved: both see the same machine state
+    before = benchlib.page_faults()
     dt_step = min(dt_step, benchlib.timeit(full_step, args.steps, warmup=1, rounds=1))
+    faults = [faults[0] + benchlib.page_faults() - before, faults[1] + args.steps + 1]
     if k > 1:
       calls = max(1, -(-args.steps // k))
       dt_k = min(dt_k, benchlib.timeit(k_steps, calls, warmup=1, rounds=1) / k)
@@ -221,7 +226,9 @@ def main():
   print(f'setting: {args.size}: {args.layers} layers, {args.heads} heads, width {args.width}, '
         f'block {args.block}, batch {args.batch}, {args.dtype}')
   print(f'compile (first step): {compile_s:.2f} s')
-  print(f'genjax train step: {dt_step * 1e3:.2f} ms  ->  {tokens_per_step / dt_step:,.0f} tokens/s')
+  print(f'genjax train step: {dt_step * 1e3:.2f} ms  ->  {tokens_per_step / dt_step:,.0f} tokens/s; '
+        f'{faults[0] / faults[1]:,.0f} minor page faults a step (host memory: '
+        f'{"the C library default" if os.environ.get("GENJAX_SYSTEM_MALLOC") == "1" else "genjax.hostmem"})')
   if k > 1:
     print(f'  {k} steps per device call: {dt_k * 1e3:.2f} ms/step  ->  '
           f'{tokens_per_step / dt_k:,.0f} tokens/s, {dt_step / dt_k:.2f}x one step per call '

@@ -3,6 +3,7 @@ timer, and a markdown table printer. Not a benchmark itself."""
 import datetime
 import os
 import platform
+import resource
 import time
 
 import jax
@@ -22,6 +23,12 @@ def timeit(fn, steps, warmup=1, rounds=3):
     jax.block_until_ready(out)
     best = min(best, (time.perf_counter() - t) / steps)
   return best
+
+
+def page_faults():
+  """Minor page faults of this process so far (memory touched for the first
+  time since it was mapped; see genjax.hostmem)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def first_call(fn):
