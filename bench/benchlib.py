@@ -74,23 +74,36 @@ def family_setup(config):
   return data, family, state
 
 
-def train_step_cost(family, state, data, steps, rounds=3):
+def train_step_cost(family, state, data, steps, rounds=3, per_call=1):
   """(compile seconds of the pmapped train step, steps/second after it), on
-  distinct real batches read before timing (the loader is timed on its own)."""
+  distinct real batches read before timing (the loader is timed on its own).
+  per_call > 1: that many steps per device call (train.steps_per_call), and
+  `steps` rounded up to a multiple of it."""
   from genjax import parallel  # pylint: disable=g-import-not-at-top
-  step = parallel.pmap_train_step(family.train_step)
-  batches = [parallel.shard(data.train_batch(i)) for i in range(min(steps, 4))]
   holder = [parallel.replicate(state), 0]
+  if per_call > 1:
+    fn = parallel.pmap_train_steps(family.train_step)
+    batches = [parallel.shard_steps([data.train_batch(i * per_call + j) for j in range(per_call)])
+               for i in range(2)]
 
-  def one():
-    holder[0], metrics = step(holder[0], batches[holder[1] % len(batches)],
+    def one():
+      step_ids = np.arange(per_call, dtype=np.int32) + holder[1] * per_call
+      holder[0], metrics = fn(holder[0], batches[holder[1] % 2], jax.random.PRNGKey(0), step_ids)
+      holder[1] += 1
+      return metrics
+  else:
+    fn = parallel.pmap_train_step(family.train_step)
+    batches = [parallel.shard(data.train_batch(i)) for i in range(min(steps, 4))]
+
+    def one():
+      holder[0], metrics = fn(holder[0], batches[holder[1] % len(batches)],
                               jax.random.PRNGKey(holder[1]))
-    holder[1] += 1
-    return metrics
+      holder[1] += 1
+      return metrics
 
   compile_s, _ = first_call(one)
-  dt = timeit(one, steps, warmup=1, rounds=rounds)
-  return max(compile_s - dt, 0.0), 1.0 / dt
+  dt = timeit(one, -(-steps // per_call), warmup=1, rounds=rounds)
+  return max(compile_s - dt, 0.0), per_call / dt
 
 
 def sample_cost(family, state, num_samples, **kwargs):
