@@ -44,7 +44,7 @@ def main():
   names = args.configs or args.families or ','.join(sorted(families.REGISTRY))
   if args.smoke:  # one family: the code path is the same for all, and the suite tests each
     args.steps, args.num_samples, rounds = 1, 4, 1
-    names = args.configs or args.families or 'vae'
+    names = (args.configs or args.families or 'vae').split(',')[0]
   k = args.steps_per_call
   rows = []
   for spec in names.split(','):
