@@ -5,8 +5,8 @@ Not the PyPI `genjax` probabilistic-programming library; this one installs as
 `genjax.families.base` (the contract a family fulfils).
 
 Importing genjax asks glibc to keep freed host memory for reuse
-(`genjax.hostmem`: a small model's CPU step ran 8-18% faster without the page faults
-otherwise); GENJAX_SYSTEM_MALLOC=1 keeps the defaults.
+(`genjax.hostmem`: a small model's CPU step ran 8-18% faster without the
+page faults it saves); GENJAX_SYSTEM_MALLOC=1 keeps the defaults.
 """
 from genjax import hostmem as _hostmem
 

@@ -4,8 +4,8 @@ XLA:CPU allocates a step's temporaries with malloc, as one block per step
 (55 MB for the AR step at nanoGPT's CPU size, gigabytes at baby-GPT size).
 glibc serves blocks over 32 MB with a fresh mmap and unmaps them when they are
 freed, so each step faults its temporaries in again, page by page: 14,000
-minor faults a step at the nanoGPT size; without them the step took 8-18% less time on a 2-core
-CPU (bench/README.md). Keeping freed memory in the heap for the next step (one
+minor faults a step at the nanoGPT size; without them the step took 8-18%
+less time on a 2-core CPU (bench/README.md). Keeping freed memory in the heap for the next step (one
 arena, no mmap, no trimming; `mallopt`) removes them.
 
 The price: the process keeps the most memory it ever held until it exits,
