@@ -15,7 +15,7 @@ import json, resource
 import genjax, jax, jax.numpy as jnp
 f = jax.jit(lambda a, b, c: (a @ b) @ c)
 x = (jnp.ones((6000, 64)), jnp.ones((64, 2048)), jnp.ones((2048, 8)))
-for _ in range(2):
+for _ in range(8):  # the heap grows to its steady size first
   f(*x).block_until_ready()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(4):
