@@ -32,6 +32,11 @@ flags.DEFINE_string('coordinator', '', "Multi-host where nothing is detected: pr
                     'host:port, with --num_processes and --process_id (implies --distributed).')
 flags.DEFINE_integer('num_processes', 0, 'Multi-host: the number of processes (with --coordinator).')
 flags.DEFINE_integer('process_id', -1, "Multi-host: this process's index (with --coordinator).")
+flags.DEFINE_bool('keep_freed_memory', True,
+                  'On a CPU, ask glibc to keep freed memory for reuse (one arena, no mmap, no '
+                  "trimming), so that XLA's per-step temporaries are not faulted in afresh each "
+                  'step; the process then keeps its peak memory (genjax.hostmem). '
+                  '--nokeep_freed_memory keeps the C library defaults.')
 FLAGS = flags.FLAGS
 
 
@@ -39,8 +44,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   # pylint: disable=g-import-not-at-top
-  from genjax import parallel, run
+  from genjax import hostmem, parallel, run
   from genjax.errors import GenjaxError
+  if FLAGS.keep_freed_memory and hostmem.runs_on_cpu():
+    hostmem.keep_freed_memory()  # before JAX starts its threads
   run.xla_flags(FLAGS.config)  # before JAX starts its backends
   logging.set_verbosity(logging.WARNING)
   try:

@@ -7,7 +7,7 @@ PyTorch GPT of the same architecture timed in the same script.
   python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch --compile   # GPT-2 small, for a GPU
   python bench/ar_step.py --smoke             # one tiny step: checks the script runs (the suite does)
   python bench/ar_step.py --steps_per_call=10 # also time 10 steps per device call (train.steps_per_call)
-  GENJAX_SYSTEM_MALLOC=1 python bench/ar_step.py --torch   # with the C library's default allocator
+  python bench/ar_step.py --torch --system_malloc   # genjax under the C library's default allocator
 
 `--torch` needs the benchmark-only extras (`pip install -r requirements-bench.txt`);
 without them the PyTorch column says so and the rest still runs.
@@ -20,14 +20,20 @@ reach it), with the datasheet peak beside it where the device is known. Model
 FLOPs follow the PaLM appendix: 6 N per token for the N non-embedding weights
 and the tied output projection, plus 12 L T C per token for attention.
 
+genjax's process keeps freed host memory as launch.py's does (genjax.hostmem)
+unless --system_malloc. PyTorch runs in its own process, at its own defaults,
+once per round, so the two still alternate round by round.
+
 The PyTorch GPT is the same network: pre-LayerNorm blocks, fused qkv, rotary
 positions (the same half-split convention), tanh GELU, tied embeddings,
 AdamW (weight decay 0.1) after clipping the global norm to 1, causal
-`scaled_dot_product_attention`; bfloat16 through autocast. The two run
-interleaved, round by round, and the best round of each is kept.
+`scaled_dot_product_attention`; bfloat16 through autocast. The best round of
+each is kept.
 """
 import argparse
-import os
+import json
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +41,7 @@ import numpy as np
 
 import benchlib
 from experiments import autoregressive as ar_config
-from genjax import parallel
+from genjax import hostmem, parallel
 from genjax.data.pipeline import DatasetInfo
 from genjax.families import autoregressive as ar
 
@@ -141,6 +147,16 @@ def torch_step(args, tokens):
   return step, label
 
 
+def torch_round(args):
+  """One round of the PyTorch step in its own process: {'label', 's' (seconds a step)}."""
+  argv = [sys.executable, __file__, '--torch_worker', f'--size={args.size}', f'--batch={args.batch}',
+          f'--steps={args.steps}', f'--dtype={args.dtype}'] + (['--compile'] if args.compile else [])
+  if args.smoke:
+    argv.append('--smoke')
+  out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=3600)
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--size', choices=sorted(SIZES), default='nanogpt')
@@ -154,13 +170,26 @@ def main():
   p.add_argument('--steps_per_call', type=int, default=1,
                  help='> 1: also time this many steps per device call (train.steps_per_call)')
   p.add_argument('--smoke', action='store_true', help='one tiny step, one round: no timing value')
+  p.add_argument('--system_malloc', action='store_true',
+                 help="keep the C library's allocator defaults (launch.py's --nokeep_freed_memory)")
+  p.add_argument('--torch_worker', action='store_true', help=argparse.SUPPRESS)
   args = p.parse_args()
   args.layers, args.heads, args.width, args.block, batch, steps = SIZES[args.size]
   args.batch, args.steps = args.batch or batch, args.steps or steps
-  sizes = (1024, 2048, 4096) if jax.default_backend() != 'cpu' else (512, 1024, 2048)
   if args.smoke:
     args.layers, args.heads, args.width, args.block, args.batch, args.steps = 1, 2, 32, 16, 4, 1
-    args.rounds, sizes = 1, (64,)
+    args.rounds = 1
+  tokens = np.random.default_rng(0).integers(0, 256, (args.batch, args.block + 1)).astype(np.int32)
+  if args.torch_worker:  # one round of the PyTorch step, in a process of its own
+    step, label = torch_step(args, tokens)
+    print(json.dumps({'label': label, 's': benchlib.timeit(step, args.steps, warmup=1, rounds=1)}
+                     if step else {'label': label}))
+    return
+  if not args.system_malloc:
+    hostmem.keep_freed_memory()  # before JAX's first computation, as launch.py does
+  sizes = (1024, 2048, 4096) if jax.default_backend() != 'cpu' else (512, 1024, 2048)
+  if args.smoke:
+    sizes = (64,)
 
   config = ar_config.get_config('pysrc')
   config.model.num_layers, config.model.num_heads, config.model.width = args.layers, args.heads, args.width
@@ -168,7 +197,6 @@ def main():
   config.model.dropout, config.model.dtype = 0.0, args.dtype
   info = DatasetInfo('bench', 'text', (args.block + 1,), 256, 0, {})
   family = ar.build(config, info)
-  tokens = np.random.default_rng(0).integers(0, 256, (args.batch, args.block + 1)).astype(np.int32)
   state = family.init(jax.random.PRNGKey(0), {'tokens': tokens})
 
   step = parallel.pmap_train_step(family.train_step)
@@ -193,7 +221,7 @@ def main():
     compile_k, _ = benchlib.first_call(k_steps)
   dt_k = float('inf')
   faults = [0, 0]  # minor page faults, steps: over the single-step rounds
-  t_step, why = torch_step(args, tokens) if args.torch else (None, 'not run (--torch)')
+  t_step, why = (torch_round, None) if args.torch else (None, 'not run (--torch)')
   dt_step = dt_torch = float('inf')
   for _ in range(args.rounds):  # interleaved: both see the same machine state
     before = benchlib.page_faults()
@@ -203,7 +231,12 @@ def main():
       calls = max(1, -(-args.steps // k))
       dt_k = min(dt_k, benchlib.timeit(k_steps, calls, warmup=1, rounds=1) / k)
     if t_step is not None:
-      dt_torch = min(dt_torch, benchlib.timeit(t_step, args.steps, warmup=1, rounds=1))
+      result = t_step(args)
+      why = result['label']
+      if 's' not in result:
+        t_step = None
+      else:
+        dt_torch = min(dt_torch, result['s'])
 
   # Split: forward only, forward + backward (no pmap, no optimizer).
   model = ar.make_model(config, info)
@@ -228,7 +261,7 @@ def main():
   print(f'compile (first step): {compile_s:.2f} s')
   print(f'genjax train step: {dt_step * 1e3:.2f} ms  ->  {tokens_per_step / dt_step:,.0f} tokens/s; '
         f'{faults[0] / faults[1]:,.0f} minor page faults a step (host memory: '
-        f'{"the C library default" if os.environ.get("GENJAX_SYSTEM_MALLOC") == "1" else "genjax.hostmem"})')
+        f'{"the C library default" if args.system_malloc else "genjax.hostmem"})')
   if k > 1:
     print(f'  {k} steps per device call: {dt_k * 1e3:.2f} ms/step  ->  '
           f'{tokens_per_step / dt_k:,.0f} tokens/s, {dt_step / dt_k:.2f}x one step per call '

@@ -1,31 +1,44 @@
 """Host memory: let XLA:CPU reuse the memory its last step freed.
 
-XLA:CPU allocates a step's temporaries with malloc, as one block per step
-(55 MB for the AR step at nanoGPT's CPU size, gigabytes at baby-GPT size).
-glibc serves blocks over 32 MB with a fresh mmap and unmaps them when they are
-freed, so each step faults its temporaries in again, page by page: 14,000
-minor faults a step at the nanoGPT size; without them the step took 8-18%
-less time on a 2-core CPU (bench/README.md). Keeping freed memory in the heap for the next step (one
-arena, no mmap, no trimming; `mallopt`) removes them.
+XLA:CPU allocates a step's temporaries with malloc, one large block per step.
+glibc serves a block that large with a fresh mmap and unmaps it when it is
+freed, so each step faults its temporaries in again, page by page.
+`keep_freed_memory` asks glibc to keep freed memory in the heap instead (one
+arena, no mmap, no trimming), at the price of the process keeping the most
+memory it ever held. bench/hostmem.py measures the faults it saves and
+bench/README.md the effect on a step.
 
-The price: the process keeps the most memory it ever held until it exits,
-which a training process does anyway. Set GENJAX_SYSTEM_MALLOC=1 to keep the C
-library's defaults. Elsewhere than glibc (macOS, musl) this does nothing.
+This is a setting of the whole process, so genjax never applies it on import:
+launch.py, which owns its process, does (`--keep_freed_memory`, on by default
+on a CPU). Other launchers get the same from glibc's environment variables:
+MALLOC_ARENA_MAX=1 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=18446744073709551615.
 """
 import ctypes
+import importlib.util
 import os
 import sys
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
+# Importable when JAX has an accelerator: then the CPU step's temporaries are not the issue.
+_ACCELERATOR_PLUGINS = ('jax_cuda12_plugin', 'jax_cuda13_plugin', 'jax_rocm60_plugin',
+                        'jax_rocm7_plugin', 'libtpu')
+
+
+def runs_on_cpu(environ=os.environ):
+  """Whether JAX will pick the CPU, judged without starting JAX's backends."""
+  platforms = environ.get('JAX_PLATFORMS', '').split(',')[0].strip()
+  if platforms:
+    return platforms == 'cpu'
+  return not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
 
 
 def keep_freed_memory():
-  """Sets glibc to keep freed memory; whether it did.
+  """Sets glibc to keep freed memory; returns whether it did (False off glibc).
 
-  Takes full effect before JAX starts its threads (before the first JAX
-  computation or device query): genjax calls it when it is imported.
+  Takes full effect only before JAX starts its threads, that is before the
+  first JAX computation or device query.
   """
-  if not sys.platform.startswith('linux') or os.environ.get('GENJAX_SYSTEM_MALLOC') == '1':
+  if not sys.platform.startswith('linux'):
     return False
   try:
     mallopt = ctypes.CDLL(None).mallopt
