@@ -1,36 +1,33 @@
-"""The five families on one dataset, one budget, the same metrics.
+"""The families on one dataset, at one training compute, measured the same way.
 
   python launch.py --config=experiments/compare.py:digits --workdir=/tmp/compare
       The quick comparison on 8x8 digits (`python launch.py` with no arguments
-      runs it into ./workdirs/default): one seed, each family's training loop
-      capped at `budget_seconds` of wall time; writes report.md, report.json,
-      samples.png, curves.png and cost.png to the workdir. Measured: 10 min
-      42 s on a 2-core CPU in a fresh clone, with the venv, the datasets and
-      the digits classifier made from nothing; the README shows its table.
+      runs it into ./workdirs/default): every family trains for the same number
+      of FLOPs; writes report.md, report.json, samples.png, curves.png and
+      cost.png. The README shows its table.
   python launch.py --config=experiments/compare.py:digits_full --workdir=/tmp/compare_full
-      A 6x longer budget and 3 seeds (mean +/- std, the spread across seeds).
+      Six times the compute and 3 seeds (mean ± std across seeds).
   python launch.py --config=experiments/compare.py:grid25 --workdir=/tmp/compare_grid25
-      2-D mixtures (also :ring8, :moons, :swissroll): diffusion, GAN, VAE and
-      flow, each at its own toy2d config under a 120 s budget, 3 seeds;
-      mode coverage, high-quality share and KL to uniform (2,500 samples),
-      test NLL in nats. The autoregressive family has no points model and says
-      so under the table. Run here only at its smoke size so far.
+      2-D mixtures (also :ring8, :moons, :swissroll), 3 seeds: mode coverage,
+      high-quality share, KL to uniform, test NLL in nats.
   python launch.py --config=experiments/compare.py:pysrc --workdir=/tmp/compare_pysrc
-      Text: the AR LM and masked diffusion of bytes on the stdlib sources, each
-      trained for the AR default's wall time (496 s); validation nats/byte (exact
-      against a bound), samples/s and network evaluations at several diffusion
-      step counts, the share of samples `ast.parse` accepts, each model's
-      nats/byte of the other's samples; writes samples.txt beside the report.
+      Text: the AR LM, masked diffusion and block diffusion of bytes on the
+      stdlib sources at one compute; writes samples.txt beside the report.
   python launch.py --config=experiments/compare.py:mnist --workdir=/tmp/compare_mnist
-      (and :cifar10) each family at its research-scale config, 4 hours each:
-      needs the dataset prepared (internet) and an accelerator; not run here.
+      (and :cifar10) each family at its research-scale config; needs the
+      dataset (internet) and an accelerator.
 
-Each family runs its own experiment config (`experiments/<family>.py` at the
-variant named in `families`) with the comparison's seed, dataset and budget;
-`families.<name>.overrides` ('a.b=1;c=2') changes a field for the comparison
-only (diffusion samples unconditionally here, as the other families do). The
-validation split is evaluated during training, the test split once at the
-end; samples are measured afterwards on the final model (genjax.compare).
+Budget: `budget_flops` training FLOPs per family. A family's train step is
+counted once on its jaxpr (genjax.flops), so its step count, and the length
+of its lr schedule, follow from the budget on any machine, under any load.
+`budget_seconds` > 0 stops each family after that much wall time instead
+(the schedule still ends at the FLOP budget's step count): what N minutes buy
+on this machine, a number that changes with its load.
+
+Each entry of `families` runs `experiments/<family>.py` at `variant` (its
+`family` field names the family where the entry's name is a label, as for
+block diffusion) with the comparison's seed, dataset and budget;
+`overrides` ('a.b=1;c=2') changes fields for the comparison only.
 """
 import ml_collections
 
@@ -38,10 +35,11 @@ from experiments import common
 
 TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')
 VARIANTS = ('digits', 'digits_full') + TOY2D + ('pysrc', 'mnist', 'cifar10')
-FAMILIES = ('autoregressive', 'diffusion', 'gan', 'vae', 'flow')
-# The autoregressive family models tokens (text bytes, image pixels), not 2-D points.
-NOT_ON_POINTS = {'autoregressive': 'it models token sequences (text bytes, image pixels), '
-                                   'not real-valued 2-D points'}
+IMAGE_FAMILIES = ('autoregressive', 'diffusion', 'gan', 'vae', 'flow')
+
+
+def _entry(variant, overrides='', family=''):
+  return ml_collections.ConfigDict(dict(variant=variant, overrides=overrides, family=family))
 
 
 def get_config(arg='digits'):
@@ -52,65 +50,74 @@ def get_config(arg='digits'):
   c.seeds = 1
   # Where every family reads the dataset (as their configs' data.data_dir, data.download).
   c.data = ml_collections.ConfigDict(dict(data_dir='', download=True))
-  c.budget_seconds = 90.0  # wall time of each family's training loop
+  c.budget_flops = 3e12  # training FLOPs per family; 0 = each family's own num_steps
+  c.budget_seconds = 0.0  # > 0: stop each family after this much wall time
+  # Evaluations of the validation split over the schedule (model selection).
+  c.validations = 6
+  # Batches of this many examples for the likelihood evaluations (0 = the family's
+  # own): enough batches for the interval of the test bits/dim.
+  c.eval_batch_size = 32
   c.smoke = smoke  # each family at its ',smoke' config: checks the pipeline only
-  c.only = ''  # comma-separated subset of the families, '' = all
+  c.only = ''  # comma-separated subset of the entries, '' = all
   c.missing = ml_collections.ConfigDict()  # family -> why it has no row
-  # Samples per family for the quality metrics and the speed; diffusion is also
-  # measured under DDIM at these step counts and under DDPM (cost.png).
-  # ddpm: DDPM over all T steps too (T network passes a sample: slow on a CPU).
-  # text_steps: the masked-diffusion sampler's step counts on text (the pysrc variant).
-  c.cost = ml_collections.ConfigDict(dict(num_samples=500, ddim_steps=(10, 50), ddpm=False,
+  # Sample metrics: as many samples as reference examples and held-out examples
+  # (at most num_samples); intervals from `bootstrap` resamples.
+  c.quality = ml_collections.ConfigDict(dict(num_samples=1000, bootstrap=200))
+  # The other samplers of a model (cost.png): diffusion at these DDIM step counts,
+  # text models at text_steps; full_chain adds a family's full chain (DDPM's T steps).
+  c.cost = ml_collections.ConfigDict(dict(ddim_steps=(1, 2, 5, 10, 25, 50), full_chain=False,
                                           text_steps=(8, 16, 32, 64)))
   c.families = ml_collections.ConfigDict()
-  # num_steps: the length of each family's lr schedule, sized to what it reaches in
-  # the budget on a 2-core CPU (measured: AR 258, diffusion 758, GAN 601 steps in 90 s;
-  # the VAE and the flow ran 1,500 and 800 steps in 47 s and 45 s).
-  for name, steps in zip(FAMILIES, (260, 760, 600, 2800, 1500)):
-    c.families[name] = ml_collections.ConfigDict(dict(variant='digits', num_steps=steps,
-                                                      overrides=''))
-  # Every family samples unconditionally: diffusion without its class guidance.
+  for name in IMAGE_FAMILIES:
+    c.families[name] = _entry('digits')
+  # Every family samples unconditionally (diffusion without its class guidance)
+  # and draws from its model (the VAE from its decoder, not the decoder's mean).
   c.families.diffusion.overrides = 'sample.guidance=0.0'
+  c.families.vae.overrides = 'sample.decode=draw'
+
   if variant == 'digits_full':
     c.seeds = 3
-    c.budget_seconds = 600.0
-    c.cost.ddpm = True
-    for fam in c.families.values():
-      fam.num_steps *= 6
+    c.budget_flops *= 6
+    c.cost.full_chain = True
   elif variant in TOY2D:
     c.dataset = f'toy2d/{variant}'
     c.seeds = 3
-    c.budget_seconds = 120.0
-    c.cost.num_samples = 2500  # the mode-coverage protocol's sample count
+    c.budget_flops = 0.0  # each family at its own toy2d schedule
+    c.eval_batch_size = 0
+    c.quality.num_samples = 2500  # the mode-coverage protocol's sample count
+    c.cost.ddim_steps = (10, 50)
     del c.families['autoregressive']
-    c.missing = ml_collections.ConfigDict(NOT_ON_POINTS)
-    for name, fam in c.families.items():  # each family's own toy2d config and schedule
+    c.missing = ml_collections.ConfigDict(dict(
+        autoregressive='it models token sequences (text bytes, image pixels), not real-valued '
+                       '2-D points'))
+    for name, fam in c.families.items():
       fam.variant = 'toy2d' if name == 'vae' else variant
-      fam.num_steps = 0
-    c.families.diffusion.overrides = ''
-  elif variant == 'pysrc':  # text: the AR LM against masked diffusion of bytes
+      fam.overrides = ''
+  elif variant == 'pysrc':  # text: the AR LM against masked and block diffusion of bytes
     c.dataset = 'pysrc'
-    c.budget_seconds = 496.0  # the AR default's training time (README), for both
-    c.cost.num_samples = 64
+    c.budget_flops = 6e13
+    c.eval_batch_size = 0
+    c.quality.num_samples = 64
     c.families = ml_collections.ConfigDict()
-    # Each at its own pysrc config and schedule; AR samples 60 bytes after 'def ',
-    # so that both models' samples are the 64 bytes of one window.
-    c.families.autoregressive = ml_collections.ConfigDict(dict(
-        variant='pysrc', num_steps=0, overrides='sample.length=60'))
-    c.families.masked_diffusion = ml_collections.ConfigDict(dict(
-        variant='pysrc', num_steps=0, overrides=''))
+    # The AR model writes 60 bytes after 'def ', so every model's samples fill one window.
+    c.families.autoregressive = _entry('pysrc', 'sample.length=60')
+    c.families.masked_diffusion = _entry('pysrc')
+    c.families.block_diffusion = _entry('pysrc_blocks', family='masked_diffusion')
     c.missing = ml_collections.ConfigDict(dict(
         diffusion='Gaussian diffusion, the GAN, the VAE and the flow model images and points; '
                   'on bytes the diffusion family is masked_diffusion'))
   elif variant in ('mnist', 'cifar10'):  # research scale: needs internet and an accelerator
     c.dataset = variant
-    c.budget_seconds = 4 * 3600.0
-    for name, fam in c.families.items():
-      fam.variant = 'digits' if name == 'autoregressive' else variant  # AR: digits' model
-      fam.num_steps = 0
+    c.budget_flops = 0.0  # each family's own research schedule
+    c.eval_batch_size = 0
+    c.quality.num_samples = 10_000
+    for fam in c.families.values():
+      fam.variant = variant
   if smoke:
-    c.cost.num_samples = 16
+    c.budget_flops = 0.0  # each family's ',smoke' steps (the FLOPs are still counted)
+    c.quality.num_samples = 16
+    c.quality.bootstrap = 20
     c.cost.ddim_steps = (2,)
     c.cost.text_steps = (2, 16)
-    c.seeds = 1  # the mean +/- std over seeds is tested on its own (tests/test_compare.py)
+    c.seeds = 1  # the mean ± std over seeds is tested on its own (tests/test_compare.py)
   return c

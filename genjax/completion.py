@@ -44,7 +44,7 @@ FAMILIES = ('autoregressive', 'diffusion', 'vae', 'flow')
 
 def trained(name, c, workdir):
   """The comparison's model of `name` in workdir/<name>/seed_0, trained there if missing."""
-  config = compare.family_config(name, c.families[name], c, 0)
+  config, _ = compare.budgeted(compare.family_config(name, c.families[name], c, 0), c)
   config.evals = type(config.evals)()  # the comparison evaluated it; here it is only used
   config.train.select = ''
   wd = os.path.join(workdir, name, 'seed_0')

@@ -26,10 +26,13 @@ _STREAMS = {'init': 0, 'train': 1, 'sample': 2, 'eval': 3}
 _AHEAD = 2
 
 
-def summarize(sums, likelihood):
+def summarize(sums, likelihood, per_batch=()):
   """Eval sums -> means per example. With a likelihood and 'dims', 'nll' also
   gives nll_per_dim and bpd, and any other 'nll<suffix>' (say nll_k1, a second
-  bound) gives bpd<suffix>."""
+  bound) gives bpd<suffix>. With the sums of each batch (`per_batch`, at least
+  two holding examples), nll_per_dim, bpd and a points model's nll get a 95%
+  interval (`<metric>_lo`, `<metric>_hi`): the ratio estimator's standard
+  error over batches, batches being a random split of the examples."""
   sums = {k: float(v) for k, v in sums.items()}
   n = max(sums.pop('examples'), 1.0)
   dims = sums.pop('dims', None)
@@ -39,8 +42,25 @@ def summarize(sums, likelihood):
       if k == 'nll':
         out['nll_per_dim'] = sums[k] / dims
       out['bpd' + k[3:]] = sums[k] / dims / math.log(2)
+  if likelihood != 'none' and 'nll' in sums:
+    half = _ratio_half_width(per_batch, 'nll', 'dims' if dims else 'examples')
+    if half is not None:
+      scaled = {'nll_per_dim': 1.0, 'bpd': 1 / math.log(2)} if dims else {'nll': 1.0}
+      for key, scale in scaled.items():
+        out[f'{key}_lo'], out[f'{key}_hi'] = out[key] - half * scale, out[key] + half * scale
   out['likelihood'] = likelihood
   return out
+
+
+def _ratio_half_width(per_batch, num, den):
+  """1.96 standard errors of sum(num) / sum(den) over batches (None: < 2 batches)."""
+  rows = [(float(b[num]), float(b[den])) for b in per_batch if float(b.get('examples', 0)) > 0]
+  if len(rows) < 2:
+    return None
+  x, d = np.array(rows).T
+  ratio = x.sum() / d.sum()
+  var = len(rows) / (len(rows) - 1) * np.sum((x - ratio * d) ** 2) / d.sum() ** 2
+  return 1.96 * float(np.sqrt(var))
 
 
 class Experiment:
@@ -87,12 +107,14 @@ class Experiment:
 
   def evaluate(self, rstate, split=None, max_batches=-1):
     """Summed eval_step over a split; batch b's key is stream('eval', host, b)."""
-    total = None
+    total, per_batch = None, []
     for b, batch in enumerate(self.data.eval_batches(split, max_batches)):
       rng = self.stream('eval', jax.process_index(), b)
       sums = self.p_eval(rstate, parallel.shard(batch), rng)
       total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
-    return summarize(parallel.unreplicate(total), self.family.likelihood)
+      per_batch.append(sums)
+    per_batch = [parallel.unreplicate(s) for s in per_batch]  # one fetch, after the loop
+    return summarize(parallel.unreplicate(total), self.family.likelihood, per_batch)
 
   def sample(self, state, step, num_samples=None, tag=None):
     num = num_samples or self.config.sample.num_samples

@@ -91,8 +91,9 @@ def labelled_rows(path, rows, value_range, width=None):
   fig = Figure(figsize=(width or 0.6 * n + 1.6, 0.75 * len(rows) + 0.3))
   axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
   for ax, (label, x) in zip(axes, rows.items()):
+    # One grey scale for every row: the data's range, not each row's own.
     ax.imshow(image_grid(x, value_range, cols=len(x), scale=2).squeeze(), cmap='gray',
-              interpolation='nearest')
+              interpolation='nearest', vmin=0, vmax=255)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_ylabel(label, rotation=0, ha='right', va='center', fontsize=9)

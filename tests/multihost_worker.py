@@ -146,7 +146,7 @@ def uneven_eval(config, ex):
     batches = list(data.eval_batches(split))
     real = [int(b['mask'].sum()) for b in batches]
     ex.data = data
-    train.summarize = lambda sums, likelihood: raw.update(sums) or summarize(sums, likelihood)
+    train.summarize = lambda sums, *rest: raw.update(sums) or summarize(sums, *rest)
     ex.evaluate(parallel.replicate(ex.state), split)
   finally:
     pipeline._host_range, train.summarize, ex.data = real_range, summarize, own

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from genjax import compare, sweep
+from genjax import compare, compare_report, sweep
 from genjax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,17 +21,19 @@ class _SlowFirstCall:
     self.calls = 0
 
   def sample(self, state, rng, num):
-    del state, rng
+    del state
     self.calls += 1
     time.sleep(0.5 if self.calls == 1 else 0.01)
-    return {'x': np.zeros((num, 2))}
+    return {'x': np.full((num, 2), float(rng[-1]))}
 
 
-def test_sample_speed_leaves_out_compilation():
-  per_s, compile_s, samples = compare.sampling_cost(_SlowFirstCall(), None, 100, repeats=2)
+def test_sample_speed_leaves_out_compilation_and_the_measured_samples_are_the_first():
+  family = _SlowFirstCall()
+  rng = np.array([0, 7], np.uint32)
+  samples, per_s, compile_s = compare.draw(family.sample, None, 100, rng)
   assert per_s > 100 / 0.1  # 10 ms per call, not the 500 ms first call
   assert compile_s == pytest.approx(0.49, abs=0.05)
-  assert samples['x'].shape == (100, 2)
+  assert samples['x'].shape == (100, 2) and np.all(samples['x'] == 7)
 
 
 def test_sweep_settings_are_the_grid_of_the_fields():
@@ -62,27 +64,109 @@ def test_a_sweep_of_two_settings_and_two_seeds_writes_its_table(tmp_path):
   assert [(c['model']['width'], c['seed']) for c in configs] == [(16, 0), (16, 1), (32, 0), (32, 1)]
 
 
-def test_the_report_shows_the_measured_columns_and_says_who_is_missing():
-  rows = [{'family': 'gan', 'likelihood': 'none', 'seed': s, 'modes': m, 'high_quality': hq,
-           'network_evals': 1, 'samples_per_s': 100.0}
+def test_the_report_shows_the_measured_columns_intervals_and_who_is_missing():
+  rows = [{'label': 'gan', 'family': 'gan', 'likelihood': 'none', 'seed': s, 'modes': m,
+           'high_quality': hq, 'network_evals': 1, 'samples_per_s': 100.0}
           for s, m, hq in ((0, 25, 0.9), (1, 23, 0.7))]
-  rows.append({'family': 'flow', 'likelihood': 'exact', 'seed': 0, 'nll': -1.5, 'modes': 25,
-               'high_quality': 0.5, 'network_evals': 1, 'samples_per_s': 50.0})
-  summary = compare.aggregate(rows)
-  assert summary['gan']['modes'] == (24.0, 1.0, 2)
-  report = compare.markdown(summary, rows, 'python launch.py',
-                            missing=[('autoregressive', 'it models tokens')]).splitlines()
+  rows.append({'label': 'flow', 'family': 'flow', 'likelihood': 'exact', 'seed': 0, 'nll': -1.5,
+               'nll_lo': -1.6, 'nll_hi': -1.4, 'modes': 25, 'high_quality': 0.5,
+               'high_quality_lo': 0.45, 'high_quality_hi': 0.55, 'network_evals': 1,
+               'samples_per_s': 50.0})
+  summary = compare_report.aggregate(rows)
+  assert summary['gan']['modes'] == (24.0, 1.0, 2)  # two seeds: mean and std across them
+  assert summary['flow']['nll'] == pytest.approx((-1.5, 0.1, 1))  # one seed: its own interval
+  report = compare_report.markdown(summary, rows, {'modes': 25, 'high_quality': 1.0},
+                                   'python launch.py',
+                                   missing=[('autoregressive', 'it models tokens')]).splitlines()
   header = next(line for line in report if line.startswith('| family'))
   assert 'bits/dim' not in header and 'FD' not in header  # no family measured them
   assert 'test NLL (nats)' in header and 'modes' in header and 'high quality' in header
-  gan = next(line for line in report if line.startswith('| gan |'))
-  flow = next(line for line in report if line.startswith('| flow |'))
-  assert '24.0 ± 1.0' in gan and '0.800 ± 0.100' in gan
-  assert gan.split(' | ')[header.split(' | ').index('test NLL (nats)')] == 'n/a'
-  assert '-1.500' in flow
+  cells = lambda name: next(line for line in report if line.startswith(f'| {name} |')).split(' | ')
+  column = header.split(' | ').index('test NLL (nats)')
+  assert '24.0 ± 1.0' in cells('gan') and '0.800 ± 0.100' in cells('gan')
+  assert cells('gan')[column] == 'n/a' and cells('flow')[column] == '-1.500 ± 0.100'
+  assert cells(compare_report.DATA_LABEL)[header.split(' | ').index('modes')] == '25.0'
   assert '- **autoregressive** is not in the table: it models tokens.' in report
   # Other samplers of the same model, with the metrics the rows carry.
   rows[0]['cost_points'] = [{'sampler': 'DDIM 10', 'network_evals': 10, 'samples_per_s': 9.0,
-                             'modes': 20, 'high_quality': 0.25}]
-  table = compare.cost_table(rows)
-  assert '| gan | DDIM 10 | 10 | 9.0 | 20.0 | 0.250 |' in table and 'FD' not in table
+                             'modes': 20, 'high_quality': 0.25, 'high_quality_lo': 0.2,
+                             'high_quality_hi': 0.3}]
+  table = compare_report.cost_table(rows)
+  assert '| gan | DDIM 10 | 10 | 20.0 | 0.250 ± 0.050 | 9.0 |' in table and 'FD' not in table
+
+
+def _table(**rows):
+  return {label: {'likelihood': 'none', 'cost_points': [], 'seeds': 1, **row}
+          for label, row in rows.items()}
+
+
+def test_each_claim_is_judged_on_the_numbers():
+  from genjax.families import autoregressive, diffusion, flow, gan, vae  # pylint: disable=g-import-not-at-top
+  single = dict(gan=dict(family='gan', network_evals=1, fd=8.0, recall=0.5, entropy=2.0,
+                         roughness=0.05),
+                vae=dict(family='vae', network_evals=1, fd=12.0, recall=0.8, entropy=2.2,
+                         roughness=0.01, sharpness=1.3,
+                         cost_points=[{'kwargs': {'decode_how': 'mean'}, 'sharpness': 0.4}]))
+  slow = dict(family='diffusion', network_evals=100, fd=6.0, recall=0.9, entropy=2.2,
+              roughness=0.02, sharpness=0.9,
+              cost_points=[{'sampler': 'DDIM 1', 'network_evals': 1, 'fd': 30.0},
+                           {'sampler': 'DDIM 10', 'network_evals': 10, 'fd': 7.5}])
+  evidence, verdict = diffusion.CLAIM.judge(_table(diffusion=slow, **single), None)
+  assert verdict == 'supported' and '10 network evaluations' in evidence
+  fast = dict(slow, cost_points=[{'sampler': 'DDIM 1', 'network_evals': 1, 'fd': 7.0}])
+  assert diffusion.CLAIM.judge(_table(diffusion=fast, **single), None)[1] == 'not supported'
+  # The GAN has the lowest recall and class entropy and the roughest loss.
+  assert gan.CLAIM.judge(_table(diffusion=slow, **single), None)[1] == 'supported'
+  calm = dict(single['gan'], recall=0.95, entropy=2.3, roughness=0.001)
+  assert gan.CLAIM.judge(_table(diffusion=slow, vae=single['vae'], gan=calm), None)[1] == \
+      'not supported'
+  # The VAE's means are the blurriest rows, its draws sharper than the data.
+  evidence, verdict = vae.CLAIM.judge(_table(diffusion=slow, **single), None)
+  assert verdict == 'partly supported' and 'decoder means 0.40' in evidence
+  exact = dict(family='autoregressive', likelihood='exact', bpd=1.9, network_evals=64,
+               drift=0.2, drift_lo=0.1, drift_hi=0.3)
+  bound = dict(family='flow', likelihood='bound', bpd=2.1, network_evals=1)
+  evidence, verdict = flow.CLAIM.judge(_table(flow=bound, autoregressive=exact), None)
+  assert verdict == 'partly supported' and '+0.200 bits/dim' in evidence
+  assert autoregressive.CLAIM.judge(_table(autoregressive=exact), None)[1] == 'supported'
+  flat = dict(exact, drift=0.0, drift_lo=-0.1)
+  assert autoregressive.CLAIM.judge(_table(autoregressive=flat), None)[1] == 'partly supported'
+
+
+def _untimed(value):
+  """The report's values without the times and rates (and the workdirs)."""
+  if isinstance(value, dict):
+    return {k: _untimed(v) for k, v in value.items()
+            if k not in compare_report.TIMED + ('workdir',)}
+  if isinstance(value, list):
+    return [_untimed(v) for v in value]
+  return value
+
+
+def test_a_slower_step_changes_neither_the_step_count_nor_the_metrics(tmp_path, monkeypatch):
+  from experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
+  from genjax import parallel  # pylint: disable=g-import-not-at-top
+  c = compare_config.get_config('digits,smoke')
+  c.only = 'gan'
+  config, per_step = compare.budgeted(compare.family_config('gan', c.families.gan, c, 0), c)
+  c.budget_flops = 6.2 * per_step
+  compare.main(c, str(tmp_path / 'plain'))
+  plain = json.load(open(tmp_path / 'plain' / 'report.json'))
+  pmap_train_step = parallel.pmap_train_step
+
+  def slowed(step_fn, devices=None):
+    step = pmap_train_step(step_fn, devices)
+
+    def run(*args):
+      time.sleep(0.3)  # a busy machine
+      return step(*args)
+    return run
+
+  monkeypatch.setattr(parallel, 'pmap_train_step', slowed)
+  compare.main(c, str(tmp_path / 'slow'))
+  slow = json.load(open(tmp_path / 'slow' / 'report.json'))
+  assert plain['runs'][0]['steps'] == slow['runs'][0]['steps'] == 6
+  assert slow['runs'][0]['train_s'] > plain['runs'][0]['train_s'] + 1.5
+  assert _untimed(plain['runs']) == _untimed(slow['runs'])
+  assert _untimed(plain['data']) == _untimed(slow['data'])
+  assert 'fd' in slow['runs'][0] and 'fd_lo' in slow['runs'][0]

@@ -184,14 +184,41 @@ def build(config, info):
     nll = _token_nll(state.params, batch_tokens({'image': jnp.asarray(images)}, info))
     return np.asarray(nll[:, known:].sum(-1))
 
+  def position_nll(state, batch):
+    """(N, T) exact NLL in nats of each position given the ones before it."""
+    tokens = batch_tokens({k: jnp.asarray(v) for k, v in batch.items()}, info)
+    return np.asarray(_token_nll(state.params, tokens))
+
   tools = {
       # One (cached) forward pass per generated token, after the prompt's prefill.
-      'network_evals': model.max_len if info.modality == 'image' else 1 + sample_cfg.length}
+      'network_evals': model.max_len if info.modality == 'image' else 1 + sample_cfg.length,
+      'position_nll': position_nll, 'claim': CLAIM}
   if info.modality == 'image':
     tools.update(complete=complete, conditional_nll=conditional_nll)
   return base.Family(name='autoregressive', init=init, train_step=train_step,
                      eval_step=eval_step, sample=sample, likelihood='exact',
                      state_fields=('model', 'data.seq_len'), tools=tools)
+
+
+def _judge_sequential(table, data):
+  """Network evaluations per sample against the dimension, and the drift of
+  the model's NLL of its own samples against held-out data along positions
+  (`drift`: the comparison's last-quarter minus first-quarter mean gap)."""
+  del data
+  rows = [r for r in table.values() if r['family'] == 'autoregressive']
+  if not rows:
+    return 'no autoregressive model in the comparison', 'not measured'
+  row = rows[0]
+  evidence = f"{row['network_evals']:.0f} sequential network evaluations per sample"
+  if 'drift' not in row:
+    return evidence, 'partly supported'
+  evidence += (f"; its NLL of its own samples minus that of held-out data changes by "
+               f"{row['drift']:+.3f} nats per position from the first quarter of positions to the "
+               f"last (95% interval {row['drift_lo']:+.3f} to {row['drift_hi']:+.3f})")
+  return evidence, 'supported' if row['drift_lo'] > 0 else 'partly supported'
+
+
+CLAIM = base.Claim('AR generation is sequential and its errors accumulate', _judge_sequential)
 
 
 def generate_text(decode_fn, params, prompt_P, num_samples, length, max_len, rng):

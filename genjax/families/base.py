@@ -41,8 +41,10 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
       floats; a conditional model adds 'label' (N,)), {'tokens': (N, T)} or
       {'x': (N, D)}.
 
-  likelihood: 'exact' (AR model, flow), 'bound' (VAE, diffusion) or 'none'
-      (GAN): what the eval 'nll' means; every eval record carries it.
+  likelihood: 'exact' (AR model, flow on points), 'bound' (VAE, diffusion,
+      flow on discrete pixels) or 'none' (GAN): what the eval 'nll' means;
+      every eval record carries it. `likelihood_note` says more where the kind
+      alone misleads (a flow's exact density that bounds discrete data).
   headline: the train metric shown in the progress bar.
   finite: the train metrics that must stay finite; the trainer stops the run,
       before any checkpoint, when one does not.
@@ -51,7 +53,10 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
   tools: named host-side callables beyond `sample` that evaluators and
       notebooks may use (a flow's `log_prob`, a VAE's `reconstruct`, ...),
       and `network_evals`: the network evaluations `sample` spends per sample
-      (the comparison reports it).
+      (the comparison reports it); `sampler_settings(step_counts)`: the other
+      ways `sample` can draw, as (label, keyword arguments, network evaluations);
+      `claim`: the textbook claim about the family (`Claim`) that the
+      comparison's report judges on its numbers.
 """
 import dataclasses
 from typing import Any, Callable
@@ -79,12 +84,30 @@ class Family:
   state_fields: tuple = ('model',)
   advice: str = 'lower optim.lr or raise optim.warmup_steps'  # when a metric diverges
   tools: dict = dataclasses.field(default_factory=dict)
+  likelihood_note: str = ''
 
   def __post_init__(self):
     if self.likelihood not in LIKELIHOODS:
       raise ValueError(f'likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}')
     if self.headline not in self.finite:
       raise ValueError(f'the headline metric {self.headline!r} must be among finite={self.finite}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """A claim the textbooks make about a family, and how to judge it.
+
+  `judge(table, data)` reads the comparison's summary, {row label: {metric:
+  mean over seeds, 'family', 'likelihood', 'network_evals', 'cost_points',
+  '<metric>_seed_std', ...}}, and the held-out data's row (or None), and
+  returns (evidence, verdict): a sentence of the numbers it used, which must
+  not depend on timing, and one of VERDICTS.
+  """
+  text: str
+  judge: Callable[..., Any]
+
+
+VERDICTS = ('supported', 'partly supported', 'not supported', 'not measured')
 
 
 @flax.struct.dataclass

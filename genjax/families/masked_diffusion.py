@@ -299,11 +299,13 @@ def build(config, info):
                      sc.temperature, sc.top_k, sc.top_p)
     return {'tokens': np.asarray(z)}
 
-  def sampler_settings(step_counts=None):
-    """(label, `sample` keyword arguments, network evaluations per sample)."""
+  def sampler_settings(step_counts=None, full_chain=False):
+    """(label, `sample` keyword arguments, network evaluations per sample); with
+    blocks, the counts are steps per block, at most the block's K bytes."""
+    del full_chain
     if K == T:
       return [(f'{n} steps', dict(steps=n), n) for n in step_counts or (8, 16, 32, 64)]
-    counts = step_counts or sorted({1, max(K // 2, 1), K})
+    counts = [n for n in step_counts or () if n <= K] or sorted({1, max(K // 2, 1), K})
     return [(f'{n} steps per block of {K}', dict(steps=n), network_evals(n)) for n in counts]
 
   tools = dict(network_evals=network_evals(sc.steps),

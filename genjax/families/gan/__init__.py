@@ -201,6 +201,45 @@ def slerp(z0, z1, t):
   return (jnp.sin((1.0 - t) * omega) / so) * z0 + (jnp.sin(t * omega) / so) * z1
 
 
+def _judge_collapse(table, data):
+  """Collapse: the GAN's recall or class entropy is the lowest of the families.
+  Instability: its loss roughness, or its spread across seeds, is the highest."""
+  gans = [r for r in table.values() if r['family'] == 'gan']
+  if not gans:
+    return 'no GAN in the comparison', 'not measured'
+  gan, evidence, found = gans[0], [], []
+  others = [r for r in table.values() if r['family'] != 'gan']
+  for key, name in (('recall', 'recall'), ('entropy', 'class entropy'), ('modes', 'modes'),
+                    ('high_quality', 'high-quality share')):
+    if key in gan and any(key in r for r in others):
+      lowest = gan[key] <= min(r[key] for r in others if key in r)
+      evidence.append(f'{name} {gan[key]:.3f} ({"the lowest" if lowest else "not the lowest"}'
+                      + (f', data {data[key]:.3f}' if data and key in data else '') + ')')
+      found.append(('collapse', lowest))
+  if 'roughness' in gan and any('roughness' in r for r in others):
+    highest = gan['roughness'] >= max(r['roughness'] for r in others if 'roughness' in r)
+    evidence.append(f"loss roughness {gan['roughness']:.3f} "
+                    f"({'the highest' if highest else 'not the highest'})")
+    found.append(('unstable', highest))
+  spread = [k for k in ('fd_seed_std', 'modes_seed_std') if k in gan]
+  if spread and gan.get('seeds', 1) > 1:
+    key = spread[0]
+    highest = gan[key] >= max(r.get(key, 0.0) for r in others)
+    evidence.append(f"spread across {gan['seeds']} seeds {gan[key]:.3f} "
+                    f"({'the highest' if highest else 'not the highest'})")
+    found.append(('unstable', highest))
+  if not found:
+    return 'no sample metrics', 'not measured'
+  collapse = any(v for k, v in found if k == 'collapse')
+  unstable = any(v for k, v in found if k == 'unstable')
+  verdict = ('supported' if collapse and unstable else
+             'partly supported' if collapse or unstable else 'not supported')
+  return '; '.join(evidence), verdict
+
+
+CLAIM = base.Claim('GANs are unstable and collapse', _judge_collapse)
+
+
 def build(config, info):
   steps = Steps(config, info)
   truncation = config.sample.get('truncation', 0.0)
@@ -248,6 +287,6 @@ def build(config, info):
       state_fields=('model',),
       advice=('lower optim.g_lr and optim.d_lr (or raise gan.gp_weight / gan.r1_weight, or use '
               "gan.loss='nonsaturating')"),
-      tools={'interpolate': interpolate, 'figures': figures, 'steps': steps,
+      tools={'interpolate': interpolate, 'figures': figures, 'steps': steps, 'claim': CLAIM,
              'network_evals': 1,  # a sample is one pass of G
              'generate': lambda params, z, label=None: _gen(params, z, label)})

@@ -51,6 +51,35 @@ def data_of(batch):
   return batch['image'] if 'image' in batch else batch['x']
 
 
+def _judge_blurry(table, data):
+  """Sharpness (variance of the Laplacian, relative to held-out data) of the
+  VAE's decoder means and draws against every other family's samples."""
+  del data
+  vae = [r for r in table.values() if r['family'] == 'vae' and 'sharpness' in r]
+  if not vae:
+    return 'no image samples', 'not measured'
+  row = vae[0]
+  # The means are the other sampler offered when the samples are draws (sampler_settings).
+  means = next((p for p in row.get('cost_points', [])
+                if p.get('kwargs', {}).get('decode_how') == 'mean'), None)
+  if means is None or 'sharpness' not in means:
+    return 'the VAE ran without both decoder draws and means', 'not measured'
+  draws = row['sharpness']
+  others = {k: r['sharpness'] for k, r in table.items() if r['family'] != 'vae' and 'sharpness' in r}
+  blurriest = means['sharpness'] < min(others.values(), default=float('inf')) and means['sharpness'] < 1
+  evidence = (f"sharpness relative to held-out data: decoder means {means['sharpness']:.2f}, decoder "
+              f"draws {draws:.2f}; " + ', '.join(f'{k} {v:.2f}' for k, v in sorted(others.items())))
+  if blurriest and draws < 1:
+    return evidence, 'supported'
+  if blurriest:
+    return evidence + ' (the blur is in the means; draws are as sharp as the data or sharper)', \
+        'partly supported'
+  return evidence, 'not supported'
+
+
+CLAIM = base.Claim('VAEs are blurry', _judge_blurry)
+
+
 def build(config, info):
   model = make_model(config, info)
   m = config.model
@@ -168,14 +197,23 @@ def build(config, info):
       out.append(np.asarray(_score(state.params, jnp.asarray(x[i:i + 256]), jax.random.fold_in(rng, i))))
     return np.concatenate(out)
 
-  def sample(state, rng, num_samples):
+  def sample(state, rng, num_samples, decode_how=None):
+    """z ~ N(0, I), then x ~ p(x|z) ('draw') or E[x|z] ('mean'; default
+    config.sample.decode)."""
     k1, k2 = jax.random.split(rng)
     z = jax.random.normal(k1, (num_samples, m.latent_dim))
-    x = decode(state, z, k2)
+    x = decode(state, z, k2, decode_how)
     return {'image': x} if info.modality == 'image' else {'x': x}
 
+  def sampler_settings(step_counts=(), full_chain=False):
+    del step_counts, full_chain
+    other = 'mean' if config.sample.decode == 'draw' else 'draw'
+    label = 'decoder means E[x|z]' if other == 'mean' else 'decoder draws x ~ p(x|z)'
+    return [(label, dict(decode_how=other), 1)]
+
   # network_evals: a sample is one decoder pass.
-  tools = dict(encode=encode, decode=decode, reconstruct=reconstruct, score=score, network_evals=1)
+  tools = dict(encode=encode, decode=decode, reconstruct=reconstruct, score=score, network_evals=1,
+               sampler_settings=sampler_settings, claim=CLAIM)
   tools['figures'] = functools.partial(figures_lib.make_figures, tools, info, config)
   return base.Family(name='vae', init=init, train_step=train_step, eval_step=eval_step,
                      sample=sample, likelihood='bound', headline='loss',
