@@ -6,7 +6,8 @@ classifier (`genjax.evals.classifier`, trained on the same dataset):
               instead of Inception);
   precision   share of samples inside the real data's k-NN manifold, and
   recall      share of real examples inside the samples' k-NN manifold
-              (Kynkäänniemi et al. 2019, k = 3).
+              (Kynkäänniemi et al. 2019, k = 3), exact, in blocks of rows so
+              that memory does not grow with the square of the set size.
 
 cfg: num_samples (1,000), split (the real reference, default 'train'),
 k (3), optional classifier settings as in genjax.evals.classifier.
@@ -19,35 +20,103 @@ import numpy as np
 from genjax.evals import classifier
 
 
-def frechet_distance(a_NxD, b_MxD):
-  """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64."""
-  a, b = np.asarray(a_NxD, np.float64), np.asarray(b_MxD, np.float64)
-  mu_a, mu_b = a.mean(0), b.mean(0)
-  s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-  # Tr (S_a S_b)^(1/2) = Tr (S_a^(1/2) S_b S_a^(1/2))^(1/2), a symmetric PSD matrix.
-  w, v = np.linalg.eigh(s_a)
-  root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-  cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_a @ s_b @ root_a), 0, None)).sum()
+def _gaussian(x_NxD):
+  x = np.asarray(x_NxD, np.float64)
+  return x.mean(0), np.cov(x, rowvar=False)
+
+
+def _sqrtm_psd(s_DxD):
+  w, v = np.linalg.eigh(s_DxD)
+  return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+
+
+def _frechet(mu_a, s_a, mu_b, s_b, root_b):
+  """FD of two Gaussians, given the symmetric square root of S_b (the reference's,
+  computed once when a bootstrap refits only the other side)."""
+  # Tr (S_a S_b)^(1/2) = Tr (S_b^(1/2) S_a S_b^(1/2))^(1/2), a symmetric PSD matrix.
+  cross = np.sqrt(np.clip(np.linalg.eigvalsh(root_b @ s_a @ root_b), 0, None)).sum()
   return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross)
 
 
-def _pairwise(a_NxD, b_MxD):
-  sq = (a_NxD ** 2).sum(1)[:, None] + (b_MxD ** 2).sum(1)[None] - 2 * a_NxD @ b_MxD.T
-  return np.sqrt(np.clip(sq, 0, None))
+def frechet_distance(a_NxD, b_MxD):
+  """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)), in float64."""
+  mu_b, s_b = _gaussian(b_MxD)
+  return _frechet(*_gaussian(a_NxD), mu_b, s_b, _sqrtm_psd(s_b))
 
 
-def _radii(x_NxD, k):
-  """Distance of each point to its k-th nearest other point."""
-  d = _pairwise(x_NxD, x_NxD)
-  return np.sort(d, axis=1)[:, k]  # column 0 is the point itself
+# Distances per block: a block is one float64 and one bool array of this many
+# entries, so memory stays flat however large the sets grow.
+_BLOCK = 1 << 24
+
+
+def _rows_per_block(n, chunk):
+  return chunk or max(1, _BLOCK // max(n, 1))
+
+
+def _augment(x_NxD):
+  """([x, 1, |x|^2], [-2x, |x|^2, 1]): one matmul of a left and a right row then
+  gives the squared distance |a|^2 + |b|^2 - 2ab, with no pass over the block
+  afterwards to add the norms (such passes are memory-bound, the matmul is not)."""
+  x = np.asarray(x_NxD, np.float64)
+  sq_Nx1 = (x ** 2).sum(1, keepdims=True)
+  one_Nx1 = np.ones_like(sq_Nx1)
+  return np.concatenate([x, one_Nx1, sq_Nx1], 1), np.concatenate([-2 * x, sq_Nx1, one_Nx1], 1).T.copy()
+
+
+def _sq_radii(left, right_DxN, k, chunk):
+  n = right_DxN.shape[1]
+  if not 0 < k < n:
+    raise ValueError(f'k-NN radii: k={k} needs 0 < k < the set size ({n}); pass a smaller k '
+                     'or more points')
+  rows = _rows_per_block(n, chunk)
+  block = np.empty((rows, n))
+  r2_N = np.empty(n)
+  for start in range(0, n, rows):
+    d2 = block[:min(rows, n - start)]
+    np.matmul(left[start:start + len(d2)], right_DxN, out=d2)
+    i = np.arange(len(d2))
+    d2[i, start + i] = np.inf  # the point itself, by index: a duplicate still counts
+    for _ in range(k):  # k argmins beat a partition of the row when k is small
+      j = d2.argmin(1)
+      r2_N[start:start + len(d2)] = d2[i, j]
+      d2[i, j] = np.inf
+  return np.clip(r2_N, 0, None)
+
+
+def knn_radii(x_NxD, k, chunk=None):
+  """Distance of each point to its k-th nearest other point (a duplicate of it
+  is one of them, at distance 0), `chunk` rows at a time (default: rows that
+  fill a block of _BLOCK distances). Float64, matmul form, like the brute force."""
+  left, right = _augment(x_NxD)
+  return np.sqrt(_sq_radii(left, right, k, chunk))
+
+
+def knn_indicators(real_NxD, fake_MxD, k=3, chunk=None):
+  """(in_real_manifold_M, in_fake_manifold_N): whether each sample lies within
+  the k-NN radius of some real example (their mean is precision), and whether
+  each real example lies within that of some sample (the mean is recall).
+  Compares squared distances, in blocks of `chunk` samples against all real
+  examples."""
+  real_left, real_right = _augment(real_NxD)
+  fake_left, fake_right = _augment(fake_MxD)
+  real_r2_N = _sq_radii(real_left, real_right, k, chunk)
+  fake_r2_M = _sq_radii(fake_left, fake_right, k, chunk)
+  n, m = len(real_r2_N), len(fake_r2_M)
+  rows = _rows_per_block(n, chunk)
+  block, inside = np.empty((rows, n)), np.empty((rows, n), bool)
+  in_real_M, in_fake_N = np.zeros(m, bool), np.zeros(n, bool)
+  for start in range(0, m, rows):
+    d2 = block[:min(rows, m - start)]
+    np.matmul(fake_left[start:start + len(d2)], real_right, out=d2)
+    hit = inside[:len(d2)]
+    in_real_M[start:start + len(d2)] = np.less_equal(d2, real_r2_N, out=hit).any(1)
+    in_fake_N |= np.less_equal(d2, fake_r2_M[start:start + len(d2), None], out=hit).any(0)
+  return in_real_M, in_fake_N
 
 
 def knn_precision_recall(real_NxD, fake_MxD, k=3):
-  real, fake = np.asarray(real_NxD, np.float64), np.asarray(fake_MxD, np.float64)
-  d_fake_real = _pairwise(fake, real)
-  precision = np.mean((d_fake_real <= _radii(real, k)[None]).any(1))
-  recall = np.mean((d_fake_real.T <= _radii(fake, k)[None]).any(1))
-  return float(precision), float(recall)
+  in_real_M, in_fake_N = knn_indicators(real_NxD, fake_MxD, k)
+  return float(in_real_M.mean()), float(in_fake_N.mean())
 
 
 def split_images(data, split):
