@@ -99,3 +99,41 @@ def test_knn_is_deterministic():
   a, b = quality.knn_indicators(real, fake, 3, 16), quality.knn_indicators(real, fake, 3, 16)
   assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
   assert quality.knn_radii(real, 3).tobytes() == quality.knn_radii(real, 3).tobytes()
+
+
+def test_bootstrap_interval_of_a_mean_covers_it_and_repeats():
+  rng = np.random.default_rng(4)
+  coin = rng.random(2000) < 0.3  # a share near 0.3: the 95% interval is about +-0.02
+  lo, hi = quality.mean_interval(coin, reps=300, seed=1)
+  assert lo < 0.3 < hi and 0.01 < (hi - lo) / 2 < 0.04, (lo, hi)
+  assert quality.mean_interval(coin, reps=300, seed=1) == (lo, hi)
+  assert quality.mean_interval(coin, reps=300, seed=2) != (lo, hi)
+  values = rng.normal(size=500)
+  assert quality.bootstrap(lambda idx: values[idx].mean(), 500, seed=5) == quality.mean_interval(
+      values, seed=5)
+
+
+def test_frechet_interval_contains_the_estimate():
+  rng = np.random.default_rng(5)
+  real = rng.normal(size=(3000, 32))
+  # 300 samples in 32 dimensions: the resamples' FD lies well above the
+  # estimate (the bias of fewer distinct points), and the interval must not.
+  for fake in (rng.normal(0.2, 1.1, (1000, 32)), rng.normal(size=(300, 32))):
+    lo, hi = quality.frechet_interval(fake, real, reps=100, seed=0)
+    assert lo < quality.frechet_distance(fake, real) < hi, (lo, hi)
+    assert quality.frechet_interval(fake, real, reps=100, seed=0) == (lo, hi)
+
+
+def test_sharpness_falls_with_blur_and_is_zero_on_a_constant_image():
+  rng = np.random.default_rng(6)
+  images = rng.integers(0, 256, (20, 16, 16, 3)).astype(np.uint8)
+  pad = np.pad(images.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)), mode='edge')
+  blurred = sum(pad[:, i:i + 16, j:j + 16] for i in range(3) for j in range(3)) / 9  # 3x3 box
+  per_image = quality.laplacian_variance(images, (0, 255))
+  assert per_image.shape == (20,)
+  np.testing.assert_array_equal(quality.laplacian_variance(images, (0, 255), chunk=3), per_image)
+  assert (quality.laplacian_variance(blurred, (0, 255)) < per_image).all()
+  assert quality.sharpness(blurred, (0, 255)) < quality.sharpness(images, (0, 255)) / 5
+  # The scale is the value range's: the same images in [0, 1] score the same.
+  assert quality.sharpness(images / 255, (0, 1)) == pytest.approx(quality.sharpness(images, (0, 255)))
+  assert quality.sharpness(np.full((2, 8, 8, 1), 7, np.uint8), (0, 16)) == 0.0
