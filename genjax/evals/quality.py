@@ -65,7 +65,8 @@ def _augment(x_NxD):
   x = np.asarray(x_NxD, np.float64)
   sq_Nx1 = (x ** 2).sum(1, keepdims=True)
   one_Nx1 = np.ones_like(sq_Nx1)
-  return np.concatenate([x, one_Nx1, sq_Nx1], 1), np.concatenate([-2 * x, sq_Nx1, one_Nx1], 1).T.copy()
+  left = np.concatenate([x, one_Nx1, sq_Nx1], 1)
+  return left, np.concatenate([-2 * x, sq_Nx1, one_Nx1], 1).T.copy()
 
 
 def _sq_radii(left, right_DxN, k, chunk):
