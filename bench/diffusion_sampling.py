@@ -8,22 +8,22 @@ Python loop over the same step function at T = 1000, and DDIM at 10, 25, 50,
 
 The model is `experiments/diffusion.py:digits` (U-Net, classifier-free guidance:
 two network passes per step), trained by genjax's trainer into --workdir. Quality
-is measured as the comparison measures it (`genjax.compare.image_quality`):
+is measured as the comparison measures it (`genjax.evals.reference`):
 Frechet distance in the feature space of the cached digits classifier, k-NN
-precision and recall against the train split, and the entropy of the
-classifier's labels, on --num_samples samples per sampler.
+precision and recall against as many train images, and the entropy of the
+classifier's labels, on --num_samples samples per sampler (at most the
+held-out count); the last row measures held-out images the same way.
 """
 import argparse
 import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import benchlib
 from experiments import diffusion as diffusion_config
-from genjax import compare, run, train
-from genjax.evals import quality
+from genjax import run, train
+from genjax.evals import reference
 from genjax.families.diffusion import samplers
 
 
@@ -83,21 +83,21 @@ def main():
           flush=True)
 
   # 2. DDIM step counts against DDPM, in time and quality.
-  measure = compare.quality_measure(ex, config)
+  ref = reference.Reference(ex.data, config, args.num_samples, reps=20)
   rows = []
   for label, kwargs, evals in family.tools['sampler_settings'](tuple(ddim)):
     # Two calls: the first compiles; the second is timed and its samples are measured.
     first, _ = benchlib.first_call(lambda: family.sample(state, jax.random.PRNGKey(6),
-                                                         args.num_samples, **kwargs))
+                                                         ref.num, **kwargs))
     dt, samples = benchlib.first_call(lambda: family.sample(state, jax.random.PRNGKey(7),
-                                                            args.num_samples, **kwargs))
-    compile_s, per_s = max(first - dt, 0.0), args.num_samples / dt
-    q = measure(samples)
+                                                            ref.num, **kwargs))
+    compile_s, per_s = max(first - dt, 0.0), ref.num / dt
+    q = ref.measure(samples)
     rows.append([label, evals, f'{per_s:,.1f}', f'{compile_s:.1f}', f'{q["fd"]:.2f}',
                  f'{q["precision"]:.3f}', f'{q["recall"]:.3f}', f'{q["entropy"]:.3f}'])
     print(f'{label}: {per_s:.1f} samples/s, FD {q["fd"]:.2f}', flush=True)
-  real = measure({'image': np.asarray(quality.split_images(ex.data, 'test'))[:args.num_samples]})
-  rows.append(['test images', '-', '-', '-', f'{real["fd"]:.2f}', f'{real["precision"]:.3f}',
+  real = ref.data_row()
+  rows.append(['held-out images', '-', '-', '-', f'{real["fd"]:.2f}', f'{real["precision"]:.3f}',
                f'{real["recall"]:.3f}', f'{real["entropy"]:.3f}'])
 
   print(f'machine: {benchlib.machine()}')

@@ -57,7 +57,8 @@ def budgeted(config, c):
   data = Dataset(config.data, seed=config.seed)
   per_step = flops.train_step(families.build(config, data.info), data.train_batch(0))
   if c.budget_flops > 0:
-    config.train.num_steps = max(1, int(round(c.budget_flops / per_step)))
+    steps = max(1, int(round(c.budget_flops / per_step)))
+    config.train.num_steps = min(steps, config.train.num_steps) if c.cap_steps else steps
   if 'validation' in config.evals:
     config.evals.validation.every = max(config.train.num_steps // c.validations, 1)
     config.train.select = 'validation/bpd'
@@ -183,7 +184,8 @@ def main(config, workdir, command='python launch.py'):
   # What every family's samples are measured against, from the first entry's dataset.
   ref_config = family_config(*entries[0], config, 0)
   ref = reference.Reference(Dataset(ref_config.data, seed=0), ref_config,
-                            config.quality.num_samples, config.quality.bootstrap)
+                            config.quality.num_samples, config.quality.bootstrap,
+                            config.quality.classifier.to_dict())
   runs = []
   for label, entry in entries:
     for seed in range(config.seeds):

@@ -114,8 +114,7 @@ def _cell(metrics, key, fmt):
 
 
 def markdown(summary, rows, data_row, command, missing=()):
-  likelihood = {r['label']: r['likelihood'] + (f" ({r['likelihood_note']})"
-                                               if r.get('likelihood_note') else '') for r in rows}
+  likelihood = {r['label']: r.get('likelihood_note') or r['likelihood'] for r in rows}
   columns = [col for col in COLUMNS if any(col[0] in m for m in summary.values())]
   lines = [f'```bash\n{command}\n```', '',
            '| family | likelihood | ' + ' | '.join(h for _, h, _, _ in columns) + ' |',

@@ -132,7 +132,7 @@ def main(argv=None):
   mask = np.zeros(images.shape, bool)
   mask[:, :H // 2] = True
   known = int(np.prod(images.shape[1:])) // 2  # raster order: the top half is the first half
-  clf = classifier.load(c.dataset, c.data.data_dir)
+  clf = classifier.load(c.dataset, c.data.data_dir, **c.quality.classifier.to_dict())
 
   def accuracy(x):
     return float(np.mean(clf.predict(x).argmax(-1) == labels))

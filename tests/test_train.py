@@ -213,3 +213,21 @@ def test_a_damaged_latest_checkpoint_is_dropped_and_the_previous_one_resumes(
   train.train_and_evaluate(ex)  # steps 5 and 6 again
   chex.assert_trees_all_equal(params_of(str(tmp_path / 'straight'), config),
                               params_of(str(tmp_path / 'damaged'), config))
+
+
+def test_likelihood_intervals_come_from_the_spread_over_batches():
+  # Four batches of equal size: the ratio estimator's half-width is 1.96 standard
+  # errors of the mean of the per-batch NLL per dimension.
+  per_dim = np.array([1.0, 1.2, 0.9, 1.3])
+  batches = [{'nll': 10 * v, 'dims': 10.0, 'examples': 2.0} for v in per_dim]
+  total = {k: sum(b[k] for b in batches) for k in batches[0]}
+  out = train.summarize(total, 'bound', batches)
+  half = 1.96 * per_dim.std(ddof=1) / np.sqrt(4)
+  assert out['nll_per_dim'] == pytest.approx(per_dim.mean())
+  assert out['nll_per_dim_hi'] - out['nll_per_dim'] == pytest.approx(half)
+  assert out['bpd_lo'] == pytest.approx((per_dim.mean() - half) / np.log(2))
+  same = [{'nll': 10.0, 'dims': 10.0, 'examples': 2.0}] * 4
+  assert train.summarize({'nll': 40.0, 'dims': 40.0, 'examples': 8.0}, 'bound', same)['bpd_lo'] \
+      == pytest.approx(1 / np.log(2))
+  assert 'bpd_lo' not in train.summarize(total, 'bound', batches[:1])  # one batch: no interval
+  assert 'bpd_lo' not in train.summarize(total, 'none', batches)

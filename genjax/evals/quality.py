@@ -134,10 +134,18 @@ def _percentiles(stats_R, level):
   return tuple(float(q) for q in np.quantile(stats_R, [(1 - level) / 2, (1 + level) / 2]))
 
 
-def bootstrap(stat_fn, n, reps=200, seed=0, level=0.95):
+def bootstrap(stat_fn, n, reps=200, seed=0, level=0.95, recenter=False):
   """Percentile interval (lo, hi) of stat_fn(indices) over `reps` resamples of
-  n indices with replacement; the same seed gives the same interval."""
-  return _percentiles(_resampled(stat_fn, n, reps, seed), level)
+  n indices with replacement; the same seed gives the same interval.
+
+  recenter: for a plug-in statistic that a resample biases (an entropy, a
+  count of modes hit), move the resamples by their mean's excess over the
+  estimate, as frechet_interval does, so the interval gives the estimate's
+  spread around it."""
+  stats_R = _resampled(stat_fn, n, reps, seed)
+  if recenter:
+    stats_R = stats_R - (np.nanmean(stats_R) - stat_fn(np.arange(n)))
+  return _percentiles(stats_R, level)
 
 
 def mean_interval(values_N, reps=200, seed=0, level=0.95):

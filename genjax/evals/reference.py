@@ -46,7 +46,7 @@ class Reference:
   `data_row(scorer=None)` the same for held-out real data; `num` the sample
   count every family draws (0: the dataset offers no sample metrics)."""
 
-  def __init__(self, data, config, num_samples, reps):
+  def __init__(self, data, config, num_samples, reps, classifier_settings=None):
     self.info, self.reps = data.info, reps
     self.kind, self.num = None, 0
     meta = data.info.metadata or {}
@@ -56,7 +56,8 @@ class Reference:
       held = np.concatenate([quality.split_images(data, s)
                              for s in _held_out_splits(data.info, train_split)])
       self.num = min(num_samples, len(train), len(held))
-      self.clf = classifier.load(config.data.name, config.data.data_dir)
+      self.clf = classifier.load(config.data.name, config.data.data_dir,
+                                 **(classifier_settings or {}))
       self.reference = self.clf.features(train[_subset(len(train), self.num, 1)])
       self.held = held[_subset(len(held), self.num, 2)]
       self.data_sharpness = quality.sharpness(self.held, data.info.value_range)
@@ -105,7 +106,7 @@ class Reference:
       return float(-np.sum(p[p > 0] * np.log(p[p > 0])))
 
     _with_interval(out, 'entropy', entropy(np.arange(len(predicted))),
-                   quality.bootstrap(entropy, len(predicted), self.reps, seed=5))
+                   quality.bootstrap(entropy, len(predicted), self.reps, seed=5, recenter=True))
     sharp = quality.laplacian_variance(images, self.info.value_range) / self.data_sharpness
     _mean(out, 'sharpness', sharp, self.reps, 6)
     return out
@@ -116,7 +117,7 @@ class Reference:
     for i, k in enumerate(('modes', 'high_quality', 'kl_uniform')):
       _with_interval(out, k, stats[k], quality.bootstrap(
           lambda idx, k=k: modes.mode_stats(x[idx], self.centers, self.std)[k], len(x),
-          self.reps, seed=7 + i))
+          self.reps, seed=7 + i, recenter=True))
     return out
 
   def _text(self, tokens, scorer):

@@ -211,13 +211,14 @@ def _judge_collapse(table, data):
   others = [r for r in table.values() if r['family'] != 'gan']
   for key, name in (('recall', 'recall'), ('entropy', 'class entropy'), ('modes', 'modes'),
                     ('high_quality', 'high-quality share')):
-    if key in gan and any(key in r for r in others):
+    if np.isfinite(gan.get(key, np.nan)) and any(key in r for r in others):
       lowest = gan[key] <= min(r[key] for r in others if key in r)
       evidence.append(f'{name} {gan[key]:.3f} ({"the lowest" if lowest else "not the lowest"}'
                       + (f', data {data[key]:.3f}' if data and key in data else '') + ')')
       found.append(('collapse', lowest))
-  if 'roughness' in gan and any('roughness' in r for r in others):
-    highest = gan['roughness'] >= max(r['roughness'] for r in others if 'roughness' in r)
+  rough = [r['roughness'] for r in others if np.isfinite(r.get('roughness', np.nan))]
+  if np.isfinite(gan.get('roughness', np.nan)) and rough:
+    highest = gan['roughness'] >= max(rough)
     evidence.append(f"loss roughness {gan['roughness']:.3f} "
                     f"({'the highest' if highest else 'not the highest'})")
     found.append(('unstable', highest))
