@@ -70,8 +70,9 @@ def get_config(arg='digits'):
                                              classifier=ml_collections.ConfigDict()))
   # The other samplers of a model (cost.png): diffusion at these DDIM step counts,
   # text models at text_steps; full_chain adds a family's full chain (DDPM's T steps).
-  c.cost = ml_collections.ConfigDict(dict(ddim_steps=(1, 2, 5, 10, 25, 50), full_chain=False,
-                                          text_steps=(8, 16, 32, 64)))
+  # Sampling speed is timed on batches of timing_batch samples.
+  c.cost = ml_collections.ConfigDict(dict(ddim_steps=(1, 2, 5, 10, 25), full_chain=False,
+                                          text_steps=(8, 16, 32, 64), timing_batch=100))
   c.families = ml_collections.ConfigDict()
   for name in IMAGE_FAMILIES:
     c.families[name] = _entry('digits')

@@ -65,17 +65,20 @@ def budgeted(config, c):
   return config, per_step
 
 
-def draw(sample_fn, state, num, rng):
-  """(samples, samples/s after compilation, compile seconds). The samples are
-  those of the first call; the second call, with another key, is timed."""
-  t = time.perf_counter()
+def draw(sample_fn, state, num, rng, timing_batch):
+  """(samples, samples/s, compile seconds). The samples are those of one call
+  with `num`; the speed is timed on a second call with `timing_batch` samples
+  (after a first call of that size, whose extra time is the compilation)."""
   samples = sample_fn(state, rng, num)
   jax.block_until_ready(jax.tree_util.tree_leaves(samples))
-  first = time.perf_counter() - t
-  t = time.perf_counter()
-  jax.block_until_ready(jax.tree_util.tree_leaves(sample_fn(state, jax.random.fold_in(rng, 1), num)))
-  second = time.perf_counter() - t
-  return samples, num / second, max(first - second, 0.0)
+  n, seconds = min(timing_batch, num), []
+  for i in range(1 if n == num else 2):
+    t = time.perf_counter()
+    jax.block_until_ready(jax.tree_util.tree_leaves(sample_fn(state, jax.random.fold_in(rng, i + 1),
+                                                               n)))
+    seconds.append(time.perf_counter() - t)
+  compile_s = seconds[0] - seconds[1] if len(seconds) == 2 else float('nan')
+  return samples, n / seconds[-1], max(compile_s, 0.0)
 
 
 def roughness(records, headline):
@@ -128,15 +131,15 @@ def run_one(label, entry, c, seed, workdir, num_samples):
          'roughness': roughness(log, ex.family.headline)}
   row.update(_likelihood(final, ex.data.info.modality == 'text'))
   rng = jax.random.fold_in(jax.random.PRNGKey(seed), 0xC0)
-  samples, row['samples_per_s'], row['sample_compile_s'] = draw(ex.family.sample, ex.state,
-                                                                num_samples, rng)
+  samples, row['samples_per_s'], row['sample_compile_s'] = draw(
+      ex.family.sample, ex.state, num_samples, rng, c.cost.timing_batch)
   drawn = {'main': samples, 'points': []}
   row['cost_points'] = []
   settings = tools.get('sampler_settings')
   counts = c.cost.text_steps if ex.data.info.modality == 'text' else c.cost.ddim_steps
   for name, kwargs, evals in settings(tuple(counts), c.cost.full_chain) if settings else []:
     extra, per_s, _ = draw(functools.partial(ex.family.sample, **kwargs), ex.state, num_samples,
-                           rng)
+                           rng, c.cost.timing_batch)
     print(f'compare: {label} {name}: {per_s:.1f} samples/s', flush=True)
     row['cost_points'].append({'sampler': name, 'kwargs': kwargs, 'network_evals': evals,
                                'samples_per_s': per_s})
