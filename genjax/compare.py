@@ -21,7 +21,7 @@ import time
 import jax
 import numpy as np
 
-from genjax import compare_report, families, flops, run, sweep, train
+from genjax import compare_report, flops, run, sweep, train
 from genjax.data import Dataset
 from genjax.evals import quality, reference, text
 
@@ -54,8 +54,8 @@ def family_config(label, entry, c, seed):
 def budgeted(config, c):
   """(config with its step count and validation cadence set by the budget,
   FLOPs of one train step)."""
-  data = Dataset(config.data, seed=config.seed)
-  per_step = flops.train_step(families.build(config, data.info), data.train_batch(0))
+  data, family = run.dataset_and_family(config)
+  per_step = flops.train_step(family, data.train_batch(0))
   if c.budget_flops > 0:
     steps = max(1, int(round(c.budget_flops / per_step)))
     config.train.num_steps = min(steps, config.train.num_steps) if c.cap_steps else steps

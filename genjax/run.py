@@ -35,12 +35,17 @@ def _check_backend(config):
                       'the first JAX computation)')
 
 
-def experiment(config, workdir, build_family=None):
+def dataset_and_family(config, build_family=None):
+  """The config checked, its dataset opened and checked against it, its family built."""
   config_check.check(config)
   _check_backend(config)
   data = Dataset(config.data, seed=config.seed)
   config_check.check_data(config, data.info, jax.local_device_count())
-  family = (build_family or families.build)(config, data.info)
+  return data, (build_family or families.build)(config, data.info)
+
+
+def experiment(config, workdir, build_family=None):
+  data, family = dataset_and_family(config, build_family)
   return train.Experiment(config, workdir, data, family)
 
 

@@ -1,5 +1,13 @@
-"""Generative-model families. Each is a module with `build(config, info) -> Family`
-(see `genjax.families.base` for the contract the trainer relies on)."""
+"""Generative-model families: the registry.
+
+A family is a module with `build(config, info) -> Family` (the contract the
+trainer relies on: `genjax.families.base`) and `MODALITIES`, the kinds of data
+it models ('image', 'text', 'points'). It may also define, for
+`genjax.config_check`: `POSITIVE` and `NON_NEGATIVE` (its own config fields
+that must be so), `config_problems(config)` and `data_problems(config, info,
+num_devices)` (lists of 'field=value: what is allowed' sentences). Adding a
+family is its module, its line here, and its experiment config.
+"""
 import importlib
 
 from genjax.errors import ConfigError
@@ -14,7 +22,17 @@ REGISTRY = {
 }
 
 
+def module(name):
+  """The family's module; a ConfigError names the known ones."""
+  if name not in REGISTRY:
+    raise ConfigError(f'unknown family {name!r}; known: {sorted(REGISTRY)}')
+  return importlib.import_module(REGISTRY[name])
+
+
+def modelling(modality):
+  """The registered families that model `modality`, in registry order."""
+  return [name for name in REGISTRY if modality in module(name).MODALITIES]
+
+
 def build(config, info):
-  if config.family not in REGISTRY:
-    raise ConfigError(f'unknown family {config.family!r}; known: {sorted(REGISTRY)}')
-  return importlib.import_module(REGISTRY[config.family]).build(config, info)
+  return module(config.family).build(config, info)

@@ -15,18 +15,20 @@ import numpy as np
 import optax
 
 from genjax import optim, sampling
+from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.nn.transformer import Transformer
+
+
+MODALITIES = ('text', 'image')
+POSITIVE = ('sample.length',)
 
 
 def token_spec(info):
   """Returns (input vocabulary, output vocabulary, sequence length incl. BOS)."""
   if info.modality == 'text':
     return info.num_levels, info.num_levels, info.shape[0]
-  if info.modality == 'image':
-    return info.num_levels + 1, info.num_levels, int(np.prod(info.shape)) + 1
-  raise ValueError(f"the autoregressive family models text or images; dataset {info.name!r} "
-                   f"holds {info.modality}")
+  return info.num_levels + 1, info.num_levels, int(np.prod(info.shape)) + 1  # images
 
 
 def batch_tokens(batch, info):
@@ -158,7 +160,7 @@ def build(config, info):
       return {'image': np.asarray(pixels).reshape((num_samples,) + tuple(info.shape))}
     prompt = np.frombuffer(sample_cfg.prompt.encode('utf-8'), np.uint8).astype(np.int32)
     if not 0 < len(prompt) < model.max_len:
-      raise ValueError(f'sample.prompt must be 1..{model.max_len - 1} bytes, got {len(prompt)}')
+      raise ConfigError(f'sample.prompt must be 1..{model.max_len - 1} bytes, got {len(prompt)}')
     return {'tokens': generate_text(decode_fn, state.params, prompt, num_samples,
                                     sample_cfg.length, model.max_len, rng)}
 

@@ -43,16 +43,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import optim, sampling
+from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.nn.transformer import Transformer
 
+
+MODALITIES = ('text',)
+POSITIVE = ('sample.steps',)
+NON_NEGATIVE = ('model.block_size',)
+
+
+def config_problems(config):
+  out = []
+  loss, block, seq_len = config.model.get('loss'), config.model.get('block_size'), \
+      config.data.get('seq_len')
+  if loss not in (None, 'elbo', 'masked_mean'):
+    out.append(f"model.loss={loss!r}: must be 'elbo' or 'masked_mean'")
+  if isinstance(block, int) and block > 0 and isinstance(seq_len, int) and seq_len > 0 \
+      and seq_len % block:
+    out.append(f'model.block_size={block}: must divide data.seq_len={seq_len} (0 = one block)')
+  return out
+
 TRAIN_EPS = 1e-3
-
-
-def check_text(info):
-  if info.modality != 'text':
-    raise ValueError(f'the masked_diffusion family models byte text; dataset {info.name!r} '
-                     f'holds {info.modality}')
 
 
 def make_model(config, info):
@@ -212,13 +224,12 @@ def generate(logits_fn, prompt_BxL, prompt_len, num_steps, rng, mask_id, num_out
 
 
 def build(config, info):
-  check_text(info)
   model = make_model(config, info)
   mask_id, num_outputs = info.num_levels, info.num_levels
   T = info.shape[0] - 1
   K = config.model.get('block_size', 0) or T
   if T % K:
-    raise ValueError(f'model.block_size={K} must divide the window of {T} bytes')
+    raise ConfigError(f'model.block_size={K} must divide the window of {T} bytes')
   tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
   sc = config.sample
   prompt = np.frombuffer(sc.prompt.encode('utf-8'), np.uint8).astype(np.int32)
@@ -292,7 +303,7 @@ def build(config, info):
     `steps` denoising steps (default sample.steps), per block with blocks."""
     steps = steps or sc.steps
     if not 0 <= len(prompt) < T:
-      raise ValueError(f'sample.prompt must be 0..{T - 1} bytes, got {len(prompt)}')
+      raise ConfigError(f'sample.prompt must be 0..{T - 1} bytes, got {len(prompt)}')
     buf = np.zeros((num_samples, T), np.int32)
     buf[:, :len(prompt)] = prompt
     z, _ = _generate(state.params, jnp.asarray(buf), rng, len(prompt), steps,

@@ -9,6 +9,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax.errors import ConfigError
+
 Dtype = Any
 
 
@@ -118,9 +120,9 @@ class Transformer(nn.Module):
 
   def setup(self):
     if self.positions not in ('rotary', 'learned'):
-      raise ValueError(f"model.positions must be 'rotary' or 'learned', got {self.positions!r}")
+      raise ConfigError(f"model.positions must be 'rotary' or 'learned', got {self.positions!r}")
     if self.width % self.num_heads:
-      raise ValueError(f'model.width={self.width} is not divisible by model.num_heads={self.num_heads}')
+      raise ConfigError(f'model.width={self.width} is not divisible by model.num_heads={self.num_heads}')
     self.embed = nn.Embed(self.vocab_size, self.width,
                           embedding_init=nn.initializers.normal(0.02), name='embed')
     if self.positions == 'learned':

@@ -27,9 +27,40 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import optim
+from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.families.diffusion import figures as figures_lib
 from genjax.families.diffusion import networks, samplers, schedules
+
+
+MODALITIES = ('image', 'points')
+POSITIVE = ('model.num_steps', 'model.num_res_blocks', 'model.patch', 'sample.ddim_steps')
+NON_NEGATIVE = ('sample.guidance',)
+
+
+def config_problems(config):
+  steps, T = config.sample.get('ddim_steps'), config.model.get('num_steps')
+  if isinstance(steps, int) and isinstance(T, int) and steps > T:
+    return [f'sample.ddim_steps={steps}: at most model.num_steps (T = {T})']
+  return []
+
+
+def data_problems(config, info, num_devices=1):
+  """Image sides the U-Net cannot halve or the DiT cannot cut into patches."""
+  del num_devices
+  if info.modality != 'image':
+    return []
+  (H, W), m, out = info.shape[:2], config.model, []
+  if m.net == 'unet':
+    mult = tuple(m.channel_mult)
+    f = 2 ** max(len(mult) - 1, 0)
+    if H % f or W % f:
+      out.append(f'model.channel_mult={mult} halves the image {len(mult) - 1} times, so its '
+                 f'sides must be multiples of {f}; {info.name!r} images are {H}x{W}')
+  if m.net == 'dit' and isinstance(m.patch, int) and m.patch > 0 and (H % m.patch or W % m.patch):
+    out.append(f'model.patch={m.patch} must divide the image sides; {info.name!r} images are '
+               f'{H}x{W}')
+  return out
 
 
 @flax.struct.dataclass
@@ -45,7 +76,7 @@ def make_network(config, info):
   num_classes = info.num_classes if m.conditional else 0
   levels = info.num_levels if m.target == 'lattice' else 0
   if m.target == 'lattice' and info.modality != 'image':
-    raise ValueError("model.target='lattice' needs images; use 'eps', 'x0' or 'v' for points")
+    raise ConfigError("model.target='lattice' needs images; use 'eps', 'x0' or 'v' for points")
   if m.net == 'unet':
     return networks.UNet(m.channels, tuple(m.channel_mult), m.num_res_blocks,
                          tuple(m.attn_resolutions), m.dropout, num_classes, levels)
@@ -54,7 +85,7 @@ def make_network(config, info):
                         num_classes, levels)
   if m.net == 'mlp':
     return networks.MLP(m.width, m.num_layers, num_classes)
-  raise ValueError(f"model.net must be 'unet', 'dit' or 'mlp', got {m.net!r}")
+  raise ConfigError(f"model.net must be 'unet', 'dit' or 'mlp', got {m.net!r}")
 
 
 def to_model_space(batch, info, point_scale):
@@ -177,7 +208,7 @@ def build(config, info):
         vlb = diffusion_term(params, x0, u2, eps2, label, dropout_rng, True).mean() / D
         loss = vlb if d.loss == 'vlb' else loss + d.hybrid_weight * vlb
       if d.loss not in ('eps_mse', 'vlb', 'hybrid'):
-        raise ValueError(f"diffusion.loss must be 'eps_mse', 'vlb' or 'hybrid', got {d.loss!r}")
+        raise ConfigError(f"diffusion.loss must be 'eps_mse', 'vlb' or 'hybrid', got {d.loss!r}")
       return loss
 
     params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)

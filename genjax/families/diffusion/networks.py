@@ -11,6 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from genjax.errors import ConfigError
 from genjax.nn.transformer import Block
 
 
@@ -134,7 +135,7 @@ class DiT(nn.Module):
     B, H, W, C = z_BxHxWxC.shape
     p = self.patch
     if H % p or W % p:
-      raise ValueError(f'model.patch={p} does not divide the {H}x{W} image')
+      raise ConfigError(f'model.patch={p} does not divide the {H}x{W} image')
     n = (H // p) * (W // p)
     x = z_BxHxWxC.reshape(B, H // p, p, W // p, p, C).transpose(0, 1, 3, 2, 4, 5)
     x = nn.Dense(self.width)(x.reshape(B, n, p * p * C))

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import ndtr
 
+from genjax.errors import ConfigError
+
 
 def betas(name, num_steps):
   """(T,) float64 betas. 'linear' is DDPM's 1e-4..0.02 (rescaled to T as in
@@ -24,7 +26,7 @@ def betas(name, num_steps):
     t = np.arange(num_steps + 1, dtype=np.float64)
     alpha_bar = f(t) / f(0)
     return np.clip(1 - alpha_bar[1:] / alpha_bar[:-1], 0.0, 0.999)
-  raise ValueError(f"diffusion.schedule must be 'linear' or 'cosine', got {name!r}")
+  raise ConfigError(f"diffusion.schedule must be 'linear' or 'cosine', got {name!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +86,7 @@ def predictions(target, out, z, alpha, sigma):
     return out, (z - alpha * out) / sigma
   if target == 'v':  # v = alpha eps - sigma x0
     return alpha * z - sigma * out, sigma * z + alpha * out
-  raise ValueError(f"diffusion.target must be 'eps', 'x0', 'v' or 'lattice', got {target!r}")
+  raise ConfigError(f"diffusion.target must be 'eps', 'x0', 'v' or 'lattice', got {target!r}")
 
 
 # ----------------------------------------------------------------------------- the bound

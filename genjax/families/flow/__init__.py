@@ -23,6 +23,23 @@ from genjax.families import base
 from genjax.families.flow import figures as flow_figures
 from genjax.families.flow.model import ImageFlow, VectorFlow
 
+
+MODALITIES = ('image', 'points')
+POSITIVE = ('model.levels', 'model.steps')
+
+
+def data_problems(config, info, num_devices=1):
+  """Image sides the multi-scale flow cannot squeeze model.levels times."""
+  del num_devices
+  levels = config.model.get('levels')
+  if info.modality != 'image' or not isinstance(levels, int) or levels <= 0:
+    return []
+  H, W = info.shape[:2]
+  if H % 2 ** levels or W % 2 ** levels:
+    return [f'model.levels={levels} squeezes the image {levels} times, so its sides must be '
+            f'multiples of {2 ** levels}; {info.name!r} images are {H}x{W}']
+  return []
+
 LOG_2PI = float(np.log(2 * np.pi))
 
 
@@ -31,10 +48,7 @@ def make_model(m, info):
     return ImageFlow(shape=tuple(info.shape), levels=m.levels, steps=m.steps,
                      checkerboard_steps=m.checkerboard_steps, hidden=m.hidden,
                      num_blocks=m.num_blocks, alpha=m.alpha)
-  if info.modality == 'points':
-    return VectorFlow(steps=m.steps, hidden=m.hidden, depth=m.depth)
-  raise ValueError(f'the flow family models images or points; dataset {info.name!r} holds '
-                   f'{info.modality}')
+  return VectorFlow(steps=m.steps, hidden=m.hidden, depth=m.depth)  # points
 
 
 def std_normal_logpdf(z_BxD):

@@ -25,8 +25,32 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax import optim
+from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.families.gan import losses, networks
+
+
+MODALITIES = ('image', 'points')
+POSITIVE = ('model.g_width', 'model.d_width', 'model.pack', 'gan.n_critic')
+NON_NEGATIVE = ('sample.truncation',)
+
+
+def data_problems(config, info, num_devices=1):
+  """Per-device batches that the critic steps and packing cannot split."""
+  del info
+  out = []
+  group = (config.gan.get('n_critic') or 1) * (config.model.get('pack') or 1)
+  batch = config.data.batch_size
+  if isinstance(batch, int) and batch % num_devices == 0 and (batch // num_devices) % group:
+    out.append(f'data.batch_size={batch} over {num_devices} device(s) is {batch // num_devices} '
+               f'per device, which must be a multiple of gan.n_critic * model.pack = {group}')
+  pack, eval_batch = config.model.get('pack') or 1, config.data.eval_batch_size
+  if isinstance(eval_batch, int) and eval_batch % num_devices == 0 \
+      and (eval_batch // num_devices) % pack:
+    out.append(f'data.eval_batch_size={eval_batch} over {num_devices} device(s) is '
+               f'{eval_batch // num_devices} per device, which must be a multiple of '
+               f'model.pack = {pack}')
+  return out
 
 
 @flax.struct.dataclass
@@ -152,7 +176,7 @@ class Steps:
     x = to_model(batch, self.info, self.scale)
     B, n = x.shape[0], self.n_critic
     if B % (n * self.pack):
-      raise ValueError(f'the per-device batch ({B}) must be a multiple of gan.n_critic * '
+      raise ConfigError(f'the per-device batch ({B}) must be a multiple of gan.n_critic * '
                        f'model.pack = {n * self.pack}')
     label = batch['label'] if self.cond else jnp.zeros((B,), jnp.int32)
     # D step i reads examples i, i+n, i+2n, ...: the same examples whatever the device count.

@@ -15,12 +15,14 @@ Every loss is a mean over the batch, in float32.
 import jax
 import jax.numpy as jnp
 
+from genjax.errors import ConfigError
+
 LOSSES = ('minimax', 'nonsaturating', 'hinge', 'wgan_gp')
 
 
 def _check(kind):
   if kind not in LOSSES:
-    raise ValueError(f'gan.loss must be one of {LOSSES}, got {kind!r}')
+    raise ConfigError(f'gan.loss must be one of {LOSSES}, got {kind!r}')
 
 
 def d_loss(kind, real_B, fake_B):

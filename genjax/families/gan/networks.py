@@ -12,6 +12,8 @@ is a projection discriminator (Miyato & Koyama 2018): logit = psi(h) + <embed(y)
 import flax.linen as nn
 import jax.numpy as jnp
 
+from genjax.errors import ConfigError
+
 
 def _act(name):
   return {'relu': nn.relu, 'leaky_relu': lambda x: nn.leaky_relu(x, 0.2), 'elu': nn.elu}[name]
@@ -123,16 +125,14 @@ def make(config, info):
   m = config.model
   classes = info.num_classes if m.conditional else 0
   if m.conditional and m.pack > 1:
-    raise ValueError('model.conditional with model.pack > 1 is not supported: a projection '
+    raise ConfigError('model.conditional with model.pack > 1 is not supported: a projection '
                      'discriminator scores one labelled sample; set model.pack=1')
   if m.conditional and not info.num_classes:
-    raise ValueError(f'model.conditional needs a labelled dataset; {info.name!r} has no classes')
+    raise ConfigError(f'model.conditional needs a labelled dataset; {info.name!r} has no classes')
   if info.modality == 'points':
     g = MLPGenerator(out_dim=info.shape[0], width=m.g_width, depth=m.g_depth, num_classes=classes)
     d = MLPDiscriminator(width=m.d_width, depth=m.d_depth, num_classes=classes)
-  elif info.modality == 'image':
+  else:  # images
     g = DCGenerator(shape=tuple(info.shape), width=m.g_width, num_classes=classes)
     d = DCDiscriminator(width=m.d_width, num_classes=classes)
-  else:
-    raise ValueError(f'the GAN family models images or points; {info.name!r} holds {info.modality}')
   return g, d

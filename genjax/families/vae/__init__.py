@@ -30,13 +30,13 @@ from genjax.families.vae.model import (VAE, decoder_draw, decoder_logprob, decod
                                        draw_eps, gaussian_kl, iwae_bounds, log_weights)
 
 
+MODALITIES = ('image', 'points')
+
+
 def default_likelihood(info):
   if info.modality == 'points':
     return 'gaussian'
-  if info.modality == 'image':
-    return 'categorical' if info.num_levels <= 64 else 'logistic'
-  raise ValueError(f'the vae family models images or points; dataset {info.name!r} holds '
-                   f'{info.modality}')
+  return 'categorical' if info.num_levels <= 64 else 'logistic'
 
 
 def make_model(config, info):

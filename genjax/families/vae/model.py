@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from genjax.errors import ConfigError
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -76,7 +78,7 @@ def decoder_logprob(kind, out, x, num_levels):
     mean, logvar = out[..., 0], out[..., 1]
     ll = -0.5 * ((x - mean) ** 2 * jnp.exp(-logvar) + logvar + LOG_2PI)
   else:
-    raise ValueError(f"model.likelihood must be 'categorical', 'logistic' or 'gaussian', got {kind!r}")
+    raise ConfigError(f"model.likelihood must be 'categorical', 'logistic' or 'gaussian', got {kind!r}")
   return ll.reshape(ll.shape[:x.ndim - _event_ndim(kind, x)] + (-1,)).sum(-1)
 
 
@@ -128,7 +130,7 @@ class VAE(nn.Module):
     self.dec_dense = [nn.Dense(self.hidden) for _ in range(self.num_layers)]
     self.drop = nn.Dropout(self.dropout)
     if self.images and self.decoder not in ('conv', 'mlp'):
-      raise ValueError(f"model.decoder must be 'conv' or 'mlp', got {self.decoder!r}")
+      raise ConfigError(f"model.decoder must be 'conv' or 'mlp', got {self.decoder!r}")
     if self.images and self.decoder == 'mlp':
       H, W, C = self.shape
       per = self.num_levels if self.likelihood == 'categorical' else 2
