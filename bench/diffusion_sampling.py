@@ -65,8 +65,7 @@ def main():
   config.train.progress_bar = False
   config.evals = type(config.evals)()  # the bench measures its own samples
   ex = run.experiment(config, args.workdir)
-  train.train_and_evaluate(ex)
-  family, state = ex.family, ex.state
+  family, state = ex.family, train.train_and_evaluate(ex).state
   T = family.tools['schedule'].num_steps
 
   # 1. Compiled scan against the Python loop, the same step, DDPM over all T.

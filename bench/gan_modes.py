@@ -32,7 +32,7 @@ def run_one(variant, seed, workdir, smoke=False):
   config.evals.modes.every = 0  # the protocol measures the final generator
   data = Dataset(config.data, seed=seed)
   ex = train.Experiment(config, workdir, data, families.build(config, data.info))
-  r = dict(train.train_and_evaluate(ex)['modes'])
+  r = dict(train.train_and_evaluate(ex).metrics['modes'])
   r['seconds'] = time.time() - t
   print(f'{variant} seed {seed}: {r["modes"]}/{r["num_modes"]} modes, '
         f'{100 * r["high_quality"]:.1f}% high quality ({r["seconds"]:.0f} s)', flush=True)

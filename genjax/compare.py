@@ -12,11 +12,13 @@ The budget is compute, not time: each family's train step is counted once
 (genjax.flops) and the step count follows, so every number in the report but
 the times and rates is the same on every run of the same command on a CPU.
 """
+import dataclasses
 import functools
 import importlib
 import json
 import os
 import time
+from typing import Any
 
 import jax
 import numpy as np
@@ -109,17 +111,26 @@ def _likelihood(final, text):
   return {k: got[k] for k in (key, f'{key}_lo', f'{key}_hi') if k in got}
 
 
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained entry: its family's functions, its dataset, its final state."""
+  family: Any
+  data: Any
+  state: Any
+
+
 def run_one(label, entry, c, seed, workdir, num_samples):
-  """Trains one entry with one seed; returns (row, samples drawn, experiment),
+  """Trains one entry with one seed; returns (row, samples drawn, Trained),
   or ({'stopped_by': ...}, None, None) after a SIGTERM."""
   config, per_step = budgeted(family_config(label, entry, c, seed), c)
   ex = run.experiment(config, workdir)
-  final = train.train_and_evaluate(ex)
-  if 'stopped_by' in final:
-    return final, None, None
+  result = train.train_and_evaluate(ex)
+  if result.stopped_by:
+    return {'stopped_by': result.stopped_by, 'step': result.step}, None, None
+  final, state = result.metrics, result.state
   log = records(workdir)
   trained = [r for r in log if r['split'] == 'train']
-  steps = trained[-1]['step'] if trained else ex.step
+  steps = trained[-1]['step'] if trained else result.step
   tools = ex.family.tools
   row = {'label': label, 'family': ex.family.name, 'seed': seed, 'steps': steps,
          'flops_per_step': float(per_step), 'train_flops': float(per_step) * steps,
@@ -132,19 +143,19 @@ def run_one(label, entry, c, seed, workdir, num_samples):
   row.update(_likelihood(final, ex.data.info.modality == 'text'))
   rng = jax.random.fold_in(jax.random.PRNGKey(seed), 0xC0)
   samples, row['samples_per_s'], row['sample_compile_s'] = draw(
-      ex.family.sample, ex.state, num_samples, rng, c.cost.timing_batch)
+      ex.family.sample, state, num_samples, rng, c.cost.timing_batch)
   drawn = {'main': samples, 'points': []}
   row['cost_points'] = []
   settings = tools.get('sampler_settings')
   counts = c.cost.text_steps if ex.data.info.modality == 'text' else c.cost.ddim_steps
   for name, kwargs, evals in settings(tuple(counts), c.cost.full_chain) if settings else []:
-    extra, per_s, _ = draw(functools.partial(ex.family.sample, **kwargs), ex.state, num_samples,
+    extra, per_s, _ = draw(functools.partial(ex.family.sample, **kwargs), state, num_samples,
                            rng, c.cost.timing_batch)
     print(f'compare: {label} {name}: {per_s:.1f} samples/s', flush=True)
     row['cost_points'].append({'sampler': name, 'kwargs': kwargs, 'network_evals': evals,
                                'samples_per_s': per_s})
     drawn['points'].append(extra)
-  return row, drawn, ex
+  return row, drawn, Trained(ex.family, ex.data, state)
 
 
 def measure(row, drawn, ex, ref, scorer, reps):

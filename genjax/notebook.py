@@ -1,17 +1,19 @@
 """What the colab/ notebooks call, so that they hold no model code of their own.
 
-  config('diffusion:digits', steps=600)   the experiment config at a notebook's budget
-  ex = train(config, workdir('diffusion'))  trains (or resumes) and returns the experiment
+  config('FAMILY:VARIANT', steps=600)     the experiment config at a notebook's budget
+  ex = train(config, workdir('NAME'))     trains (or resumes): a `Trained` (state, final, ...)
   show(figure), show_figures(figures)     a family's figures inline
-  curves(ex.workdir, 'train', ['d_real', 'd_fake'])
+  curves(ex.workdir, 'train', ['loss'])
 
 With GENJAX_NOTEBOOK_SMOKE=1 in the environment (the test suite sets it), every
 config is its variant's ',smoke' config, so a notebook runs top to bottom in
 seconds; the workdirs then go under GENJAX_NOTEBOOK_WORKDIR if it is set.
 """
+import dataclasses
 import importlib
 import os
 import tempfile
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -52,13 +54,23 @@ def workdir(name):
   return os.path.join(root, name + ('_smoke' if smoke() else ''))
 
 
+@dataclasses.dataclass(frozen=True)
+class Trained:
+  """A trained model as a notebook uses it: the family's functions and tools,
+  its dataset, its final (or selected) state, each evaluator's final metrics."""
+  family: Any
+  data: Any
+  config: Any
+  workdir: str
+  state: Any
+  final: dict
+
+
 def train(config, workdir):
-  """Trains to config.train.num_steps (resuming what the workdir holds) and
-  returns the experiment, its final state in `ex.state` and the final metrics
-  of each evaluator in `ex.final`."""
+  """Trains to config.train.num_steps (resuming what the workdir holds)."""
   ex = run.experiment(config, workdir)
-  ex.final = trainer.train_and_evaluate(ex)
-  return ex
+  result = trainer.train_and_evaluate(ex)
+  return Trained(ex.family, ex.data, config, workdir, result.state, result.metrics)
 
 
 def show(figure, title=None, ax=None, scale=4):

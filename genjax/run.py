@@ -50,45 +50,45 @@ def experiment(config, workdir, build_family=None):
 
 
 def main(config, workdir, mode='train', split=None, build_family=None):
+  """What launch.py does; returns the final metrics ({'stopped_by': ...} after a SIGTERM)."""
   ex = experiment(config, workdir, build_family)
   if mode == 'train':
     print(f'genjax: {ex.family.name} on {config.data.name}, {jax.device_count()} device(s) '
           f'({jax.default_backend()}); workdir {workdir}', flush=True)
-    metrics = train.train_and_evaluate(ex)
-    if 'stopped_by' in metrics:
-      return metrics
-    print('final:', json.dumps(metrics), flush=True)
-    _print_samples(ex, ex.state)
+    result = train.train_and_evaluate(ex)
+    if result.stopped_by:
+      return {'stopped_by': result.stopped_by, 'step': result.step}
+    print('final:', json.dumps(result.metrics), flush=True)
+    if result.samples is not None:  # training just wrote this step's samples
+      _print_samples(result.samples, result.samples_path)
+    elif config.sample.num_samples > 0 and jax.process_index() == 0:
+      _print_samples(*ex.sample(result.state, result.step, tag=f'sample_step_{result.step:07d}'))
     print(f'results in {workdir}: metrics.jsonl, tb/, samples/, checkpoints/', flush=True)
-    return metrics
+    return result.metrics
   if ex.checkpointer.latest_step is None:
     raise MissingCheckpointError(f'no checkpoint in {workdir}; train first with --mode=train')
+  state = ex.start_state
   best = ex.checkpointer.best() if config.train.get('select') else None
   if best is not None:  # the model selected in training (train.select)
-    ex.state = ex.checkpointer.restore_best(ex.state)
+    state = ex.checkpointer.restore_best(state)
     print(f'using step {best["step"]}, selected on {best["metric"]} = {best["value"]:.4f}',
           flush=True)
   if mode == 'eval':
     split = split or config.data.eval_split
-    metrics = ex.evaluate(parallel.replicate(ex.state), split=split)
+    metrics = ex.evaluate(parallel.replicate(state), split=split)
     print(f'eval on {split} at step {ex.step}:', json.dumps(metrics))
     return metrics
   if mode == 'sample':
-    return _print_samples(ex, ex.state)
+    if jax.process_index() != 0 or config.sample.num_samples <= 0:
+      return None
+    samples, path = ex.sample(state, ex.step, tag=f'sample_step_{ex.step:07d}')
+    _print_samples(samples, path)
+    return samples
   raise ConfigError(f"unknown mode {mode!r}; use 'train', 'eval' or 'sample'")
 
 
-def _print_samples(ex, state):
-  if jax.process_index() != 0:
-    return None
-  if ex.last_samples is not None:  # training just wrote this step's samples
-    samples, path = ex.last_samples
-  else:
-    if ex.config.sample.num_samples <= 0:
-      return None
-    samples, path = ex.sample(state, ex.step, tag=f'sample_step_{ex.step:07d}')
+def _print_samples(samples, path):
   if 'tokens' in samples:
     for i, text in enumerate(writers.decode_text(samples['tokens'][:2])):
       print(f'----- sample {i} -----\n{text}')
   print(f'samples written to {path}', flush=True)
-  return samples

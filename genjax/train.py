@@ -1,11 +1,14 @@
 """The generic trainer: the same loop for every family (see genjax.families.base)."""
 import collections
+import dataclasses
 import functools
 import math
+import zlib
 import os
 import signal
 import threading
 import time
+from typing import Any, Optional
 
 from absl import logging
 import jax
@@ -63,11 +66,27 @@ def _ratio_half_width(per_batch, num, den):
   return 1.96 * float(np.sqrt(var))
 
 
+@dataclasses.dataclass(frozen=True)
+class Result:
+  """What a training run produced: the final host state (the selected model's
+  under train.select), the final metrics of each evaluator ({name: metrics},
+  and 'selected' with the selection), the step reached, the last samples an
+  evaluator wrote and their path, and what stopped the run early, if anything."""
+  state: Any
+  metrics: dict
+  step: int
+  samples: Any = None
+  samples_path: Optional[str] = None
+  stopped_by: Optional[str] = None
+
+
 class Experiment:
   """Dataset, family, compiled steps, evaluators and checkpoints for one config + workdir.
 
   `genjax.run` builds the dataset and the family and hands both in, so a
   family defined in a notebook trains without being registered.
+  `start_state` is the host state a run starts from (restored from the
+  latest checkpoint, or initialised); training never changes it.
   """
 
   def __init__(self, config, workdir, data, family):
@@ -80,23 +99,25 @@ class Experiment:
     init = functools.partial(self.family.init, self.stream('init'), per_device)
     self.checkpointer = checkpoint.Checkpointer(workdir, config, family.state_fields)
     if self.checkpointer.latest_step is not None:
-      self.state = self.checkpointer.restore_or(_structure(init))  # host copy
+      self.start_state = self.checkpointer.restore_or(_structure(init))  # host copy
     else:
-      self.state = init()
+      self.start_state = init()
       if jax.process_count() > 1:  # data-dependent init saw this host's batch only
-        self.state = multihost_utils.broadcast_one_to_all(self.state)
+        self.start_state = multihost_utils.broadcast_one_to_all(self.start_state)
     step_fn = self.family.train_step
     if config.train.get('skip_nonfinite_updates', False):
       step_fn = base.skip_nonfinite(step_fn, self.family.finite)
     self.p_train = parallel.pmap_train_step(step_fn)
     self.p_train_steps = parallel.pmap_train_steps(step_fn)  # train.steps_per_call > 1
     self.p_eval = parallel.pmap_eval_step(self.family.eval_step)
-    self.evaluators = evals.build(config, self)
-    self.last_samples = None  # (samples, path) of the last ex.sample
+    self.evaluators = evals.build(config, evals.Context(
+        family=family, data=data, data_config=config.data, workdir=workdir,
+        key=self.eval_key, evaluate=self.evaluate, sample=self.sample))
 
   @property
   def step(self):
-    return int(jax.device_get(self.state.step))
+    """The step the run starts from."""
+    return int(jax.device_get(self.start_state.step))
 
   def stream(self, name, *indices):
     """A key that is a pure function of the seed, the stream's name and `indices`."""
@@ -104,6 +125,10 @@ class Experiment:
     for i in indices:
       key = jax.random.fold_in(key, i)
     return key
+
+  def eval_key(self, name, step):
+    """Evaluator `name`'s key at `step`."""
+    return jax.random.fold_in(self.stream('eval', zlib.crc32(name.encode())), step)
 
   def evaluate(self, rstate, split=None, max_batches=-1):
     """Summed eval_step over a split; batch b's key is stream('eval', host, b)."""
@@ -173,13 +198,19 @@ def _check_finite(mean, family, step, checkpointer):
         f'({"no checkpoint was saved" if last is None else f"the last good checkpoint is step {last}"})')
 
 
-def train_and_evaluate(ex):
-  """Trains (resuming from the latest checkpoint in ex.workdir); returns the
-  final metrics of each evaluator, {evaluator name: metrics}.
+def _unpack(out):
+  """An evaluator's return -> (metrics, evals.Output or None)."""
+  if isinstance(out, evals.Output):
+    return dict(out.metrics), out
+  return out, None
 
-  SIGTERM (on any host) saves a checkpoint and returns {'stopped_by': 'SIGTERM',
-  'step': s}; all hosts stop after the same step s. Afterwards `ex.state` holds
-  the final host state and `ex.last_samples` the last samples written.
+
+def train_and_evaluate(ex):
+  """Trains (resuming from the latest checkpoint in ex.workdir) and evaluates;
+  returns a `Result`.
+
+  SIGTERM (on any host) saves a checkpoint and returns a Result with
+  stopped_by='SIGTERM'; all hosts stop after the same step.
   """
   config, workdir = ex.config, ex.workdir
   tc = config.train
@@ -187,12 +218,11 @@ def train_and_evaluate(ex):
   writer = writers.MetricWriter(workdir)
   if start:
     print(f'resuming from step {start} in {workdir}', flush=True)
-  rstate = parallel.replicate(ex.state)
-  ex.state = None  # the replicated copy is the live one; its buffers get donated
+  rstate = parallel.replicate(ex.start_state)  # the live copy; its buffers get donated
   stop = _StopOnSignal(tc.get('stop_check_every', 1))  # before the data thread starts
   batches = ex.data.train_iter(start)
   headline = ex.family.headline
-  pending, final, done, stopped = [], {}, start, None
+  pending, final, done, stopped, drawn = [], {}, start, None, None
   in_flight = collections.deque()
   t0 = time.time()
   bar = tqdm.tqdm(total=tc.num_steps, initial=start, desc='train', dynamic_ncols=True,
@@ -247,7 +277,8 @@ def train_and_evaluate(ex):
       eval_rstate, eval_state = rstate, host_state
       for evaluator in selector.first(ex.evaluators):
         if evals.due(evaluator.cfg, done, is_last):
-          metrics = evaluator.run(done, eval_rstate, eval_state, is_last)
+          metrics, output = _unpack(evaluator.run(done, eval_rstate, eval_state, is_last))
+          drawn = output if output is not None and output.samples is not None else drawn
           if metrics:
             metrics['elapsed_s'] = time.time() - t0
             writer.write(done, evaluator.name, metrics)
@@ -258,8 +289,8 @@ def train_and_evaluate(ex):
             if is_last and selector.differs(done):  # the rest see the selected model
               eval_state = selector.restore(host_state)
               eval_rstate = parallel.replicate(eval_state())
-      if is_last and ex.last_samples is not None:
-        bar.write(f'step {done}: samples in {ex.last_samples[1]}')
+      if is_last and drawn is not None:
+        bar.write(f'step {done}: samples in {drawn.path}')
       ex.checkpointer.maybe_save(done, host_state, force=is_last)
       if is_last:
         break
@@ -276,28 +307,31 @@ def train_and_evaluate(ex):
     batches.close()
     ex.checkpointer.close()
     writer.close()
-  ex.state = parallel.unreplicate(rstate)
+  state = parallel.unreplicate(rstate)
   if stopped:
-    return {'stopped_by': stopped, 'step': done}
+    return Result(state, {}, done, stopped_by=stopped)
   if done == start:  # the workdir already held a finished run: evaluate it
     print(f'{workdir} already holds a run of {start} steps; evaluating it', flush=True)
-    host_state = functools.lru_cache(maxsize=1)(lambda: ex.state)
+    host_state = functools.lru_cache(maxsize=1)(lambda: state)
     if selector.differs(done):
       host_state = selector.restore(host_state)
       rstate = parallel.replicate(host_state())
-    final = {e.name: e.run(done, rstate, host_state, True) for e in ex.evaluators}
+    for e in ex.evaluators:
+      final[e.name], output = _unpack(e.run(done, rstate, host_state, True))
+      drawn = output if output is not None and output.samples is not None else drawn
   if selector.differs(done):
-    ex.state = selector.restore(lambda: ex.state)()
+    state = selector.restore(lambda: state)()
   if selector.best:
     final['selected'] = dict(selector.best)
-  return final
+  return Result(state, final, done, drawn.samples if drawn else None,
+                drawn.path if drawn else None)
 
 
 class _Selector:
   """Model selection on `train.select` = 'EVALUATOR/METRIC' (lower is better), e.g.
   'validation/bpd': each time the evaluator improves the metric, the state is
   saved under workdir/best; at the end the evaluators after it, the returned
-  `ex.state` and therefore samples see that state, not the last one. An
+  state and therefore samples see that state, not the last one. An
   evaluator result without the metric (a GAN's validation has no bits/dim)
   leaves the final model in place, with a note."""
 

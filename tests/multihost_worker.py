@@ -128,7 +128,7 @@ def save_state(path, state):
   np.savez(path, **{jax.tree_util.keystr(p): np.asarray(x) for p, x in flat})
 
 
-def uneven_eval(config, ex):
+def uneven_eval(config, ex, state):
   """Evaluates with host 0 holding a quarter of the split, host 1 the rest (of
   its first TEXT_BYTES, for text: the whole split is 37,000 windows)."""
   real_range, text = pipeline._host_range, ex.data.info.modality == 'text'
@@ -147,7 +147,7 @@ def uneven_eval(config, ex):
     real = [int(b['mask'].sum()) for b in batches]
     ex.data = data
     train.summarize = lambda sums, *rest: raw.update(sums) or summarize(sums, *rest)
-    ex.evaluate(parallel.replicate(ex.state), split)
+    ex.evaluate(parallel.replicate(state), split)
   finally:
     pipeline._host_range, train.summarize, ex.data = real_range, summarize, own
   sums = {k: float(v) for k, v in raw.items()}
@@ -168,15 +168,15 @@ def phase_first(args, reads):
     record = out[name] = {}
     d = os.path.join(args.out, name)
     ex = run.experiment(config, os.path.join(d, 'straight'))
-    initial, digests = ex.state, []
+    initial, digests = ex.start_state, []
     trace_steps(ex, digests)
     clock(f'{name}: built')
-    train.train_and_evaluate(ex)
+    final = train.train_and_evaluate(ex).state
     record['straight'] = {'digests': digests, 'reads': reads.take()}
-    save_state(os.path.join(d, f'straight_p{args.process_id}.npz'), ex.state)
+    save_state(os.path.join(d, f'straight_p{args.process_id}.npz'), final)
     if name in UNEVEN_EVAL:
       clock(f'{name}: uneven eval')
-      record['uneven_eval'] = uneven_eval(config, ex)
+      record['uneven_eval'] = uneven_eval(config, ex, final)
       reads.take()
 
     # The run to interrupt: the same experiment (its steps are compiled) from the
@@ -186,7 +186,7 @@ def phase_first(args, reads):
       config.train.checkpoint_every = 1
     ex.workdir = os.path.join(d, 'resumed')
     ex.checkpointer = checkpoint.Checkpointer(ex.workdir, config, ex.family.state_fields)
-    ex.state, ex.last_samples = initial, None
+    ex.start_state = initial
     last = name == args.families[-1]
 
     def give_up(ex=ex, last=last):
@@ -215,10 +215,10 @@ def phase_resume(args, reads):
     start, digests = ex.step, []
     trace_steps(ex, digests)
     clock(f'{name}: built')
-    train.train_and_evaluate(ex)
+    final = train.train_and_evaluate(ex).state
     clock(f'{name}: trained')
     out[name] = {'start': start, 'digests': digests, 'reads': reads.take()}
-    save_state(os.path.join(d, f'resumed_p{args.process_id}.npz'), ex.state)
+    save_state(os.path.join(d, f'resumed_p{args.process_id}.npz'), final)
   return out
 
 

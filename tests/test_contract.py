@@ -137,8 +137,7 @@ def test_pmap_on_four_devices_matches_one(name):
 def test_resumed_run_equals_uninterrupted(name, tmp_path, monkeypatch):
   config = smoke_config(name, evals=False)
   config.deterministic = True  # a GPU needs it for bitwise equality; conftest sets the flag
-  straight = run.experiment(config, str(tmp_path / 'straight'))
-  train.train_and_evaluate(straight)
+  straight = train.train_and_evaluate(run.experiment(config, str(tmp_path / 'straight')))
 
   real = Dataset.train_batch
 
@@ -153,8 +152,7 @@ def test_resumed_run_equals_uninterrupted(name, tmp_path, monkeypatch):
   monkeypatch.setattr(Dataset, 'train_batch', real)
   resumed = run.experiment(config, str(tmp_path / 'resumed'))
   assert resumed.step == 2  # the checkpoint before the preemption
-  train.train_and_evaluate(resumed)
-  chex.assert_trees_all_equal(straight.state, resumed.state)
+  chex.assert_trees_all_equal(straight.state, train.train_and_evaluate(resumed).state)
 
 
 def _first_int_field(config, dotted):

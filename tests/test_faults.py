@@ -27,8 +27,7 @@ WORKER = os.path.abspath(fault_worker.__file__)
 def straight(tmp_path_factory):
   """The final state of an uninterrupted run."""
   ex = fault_worker.experiment(str(tmp_path_factory.mktemp('straight')))
-  train.train_and_evaluate(ex)
-  return ex.state
+  return train.train_and_evaluate(ex).state
 
 
 def steps_on_disk(workdir):
@@ -47,8 +46,7 @@ def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_previous_one(tmp
   ex = fault_worker.experiment(workdir)
   assert ex.step == 2  # lost 4 - 2 steps: at most train.checkpoint_every
   assert not any('tmp' in n for n in os.listdir(os.path.join(workdir, 'checkpoints')))
-  train.train_and_evaluate(ex)
-  chex.assert_trees_all_equal(ex.state, straight)
+  chex.assert_trees_all_equal(train.train_and_evaluate(ex).state, straight)
 
 
 def poison(monkeypatch, at_step):
@@ -75,14 +73,14 @@ def test_a_nonfinite_update_is_skipped_and_counted(tmp_path, monkeypatch):
     return rstate, metrics
 
   ex.p_train = traced
-  train.train_and_evaluate(ex)
+  result = train.train_and_evaluate(ex)
   chex.assert_trees_all_equal(params[2], params[1])  # step 2's update was dropped
   assert not np.array_equal(params[3]['mean'], params[2]['mean'])  # and training went on
-  assert int(ex.state.step) == 6
+  assert int(result.state.step) == 6
   logged = [json.loads(l) for l in open(tmp_path / 'metrics.jsonl')]
   assert [(l['step'], l['skipped_updates']) for l in logged] == [(3, 1.0), (6, 0.0)]
   assert all(np.isfinite(l['loss']) for l in logged)
-  restored = fault_worker.experiment(str(tmp_path), config).state
+  restored = fault_worker.experiment(str(tmp_path), config).start_state
   assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(restored))
 
 
@@ -148,5 +146,4 @@ def test_a_full_or_read_only_workdir_stops_with_one_sentence_and_keeps_the_check
   assert steps_on_disk(workdir) == [2, 4]
   ex = fault_worker.experiment(workdir)
   assert ex.step == 4
-  train.train_and_evaluate(ex)
-  chex.assert_trees_all_equal(ex.state, straight)
+  chex.assert_trees_all_equal(train.train_and_evaluate(ex).state, straight)

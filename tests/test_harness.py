@@ -234,19 +234,20 @@ def test_the_model_selected_on_validation_is_the_one_tested_and_returned(tmp_pat
     return c
 
   def train(c, workdir):
-    ex = run.experiment(c, str(workdir), build_family=build_peaking)
-    return ex, train_lib.train_and_evaluate(ex)
+    result = train_lib.train_and_evaluate(run.experiment(c, str(workdir),
+                                                         build_family=build_peaking))
+    return int(result.state.step), result.metrics
 
-  ex, final = train(config(10), tmp_path / 'whole')
+  step, final = train(config(10), tmp_path / 'whole')
   assert final['selected'] == {'step': 6, 'value': 0.0, 'metric': 'validation/nll_per_dim'}
   assert final['validation']['nll_per_dim'] == 16.0  # the last step's own validation
   assert final['test']['nll_per_dim'] == 0.0  # the test split saw step 6
-  assert ex.step == 6
+  assert step == 6  # the returned state is the selected one
   # Interrupted after step 7 and resumed: the selection survives in the workdir.
   _, first = train(config(7), tmp_path / 'resumed')
   assert first['selected']['step'] == 6 and first['test']['nll_per_dim'] == 0.0
-  ex, final = train(config(10), tmp_path / 'resumed')
-  assert final['selected']['step'] == 6 and final['test']['nll_per_dim'] == 0.0 and ex.step == 6
+  step, final = train(config(10), tmp_path / 'resumed')
+  assert final['selected']['step'] == 6 and final['test']['nll_per_dim'] == 0.0 and step == 6
   # launch.py --mode=eval evaluates the selected model too.
   assert run.main(config(10), str(tmp_path / 'resumed'), mode='eval',
                   build_family=build_peaking)['nll_per_dim'] == 0.0

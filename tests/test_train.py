@@ -16,11 +16,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def params_of(workdir, config):
-  return run.experiment(config, workdir).state.params
+  return run.experiment(config, workdir).start_state.params
 
 
 def train_run(config, workdir):
-  return train.train_and_evaluate(run.experiment(config, workdir))
+  return train.train_and_evaluate(run.experiment(config, workdir)).metrics
 
 
 def test_training_lowers_heldout_loss_on_digits(tmp_path, tiny_config):
@@ -29,7 +29,7 @@ def test_training_lowers_heldout_loss_on_digits(tmp_path, tiny_config):
   config.optim.lr = 3e-3
   config.evals.validation.every = 30
   ex = run.experiment(config, str(tmp_path / 'init'))
-  before = ex.evaluate(parallel.replicate(ex.state), 'validation')
+  before = ex.evaluate(parallel.replicate(ex.start_state), 'validation')
   after = train_run(config, str(tmp_path / 'run'))
   # A uniform model over 17 levels pays log(17) = 2.83 nats per pixel.
   assert before['nll_per_dim'] > 2.5
@@ -74,10 +74,10 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, m
     return real_shard(batch)
 
   monkeypatch.setattr(parallel, 'shard', shard_then_terminate)
-  out = train_run(config, str(tmp_path / 'terminated'))
+  out = train.train_and_evaluate(run.experiment(config, str(tmp_path / 'terminated')))
   monkeypatch.setattr(parallel, 'shard', real_shard)
-  assert out == {'stopped_by': 'SIGTERM', 'step': 2}  # not a periodic checkpoint step
-  assert checkpoint.Checkpointer(str(tmp_path / 'terminated'), config).latest_step == out['step']
+  assert (out.stopped_by, out.step, out.metrics) == ('SIGTERM', 2, {})  # not a periodic save
+  assert checkpoint.Checkpointer(str(tmp_path / 'terminated'), config).latest_step == out.step
   train_run(config, str(tmp_path / 'terminated'))
 
   # Ctrl-C between steps: saved where it is, then re-raised.

@@ -166,7 +166,7 @@ def test_training_lowers_the_bound_on_digits(tmp_path):
   config.evals = {}
   ex = run.experiment(config, str(tmp_path / 'run'))
   step = parallel.pmap_train_step(ex.family.train_step, devices=jax.devices()[:1])
-  rstate = parallel.replicate(ex.state, 1)
+  rstate = parallel.replicate(ex.start_state, 1)
   batch = next(ex.data.eval_batches('validation'))
   evaluate = lambda: parallel.unreplicate(parallel.pmap_eval_step(
       ex.family.eval_step, devices=jax.devices()[:1])(rstate, parallel.shard(batch, 1),

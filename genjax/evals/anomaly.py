@@ -71,15 +71,15 @@ def ood_sets(x, info, rng):
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
-    if 'score' not in ex.family.tools:
-      raise ValueError(f"evals.{name}: the {ex.family.name} family has no tools['score']")
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
+    if 'score' not in ctx.family.tools:
+      raise ValueError(f"evals.{name}: the {ctx.family.name} family has no tools['score']")
 
   def _examples(self):
-    key = 'image' if self.ex.data.info.modality == 'image' else 'x'
+    key = 'image' if self.ctx.data.info.modality == 'image' else 'x'
     xs, labels = [], []
-    for batch in self.ex.data.eval_batches(self.cfg.get('split')):
+    for batch in self.ctx.data.eval_batches(self.cfg.get('split')):
       xs.append(batch[key][batch['mask']])
       if 'label' in batch:
         labels.append(batch['label'][batch['mask']])
@@ -93,7 +93,7 @@ class Evaluator:
 
   def _scores(self, state, rng, key, x):
     bs = self.cfg.get('batch_size', 256)
-    score = self.ex.family.tools['score']
+    score = self.ctx.family.tools['score']
     return np.concatenate([np.asarray(score(state, jax.random.fold_in(rng, i), {key: x[i:i + bs]}))
                            for i in range(0, len(x), bs)])
 
@@ -102,13 +102,13 @@ class Evaluator:
     if jax.process_index() != 0:
       return {}
     key, x, label = self._examples()
-    rng = jax.random.fold_in(self.ex.stream('eval', zlib.crc32(self.name.encode())), step)
+    rng = self.ctx.key(self.name, step)
     held = self.cfg.get('held_out_label', -1)
     sets = {}
     if held >= 0 and label is not None:
       sets[f'class_{held}'] = x[label == held]
       x = x[label != held]
-    sets.update(ood_sets(x, self.ex.data.info, int(zlib.crc32(self.name.encode())) + step))
+    sets.update(ood_sets(x, self.ctx.data.info, int(zlib.crc32(self.name.encode())) + step))
     state = host_state()
     inlier = self._scores(state, jax.random.fold_in(rng, 0), key, x)
     out = {'score_inliers': float(inlier.mean()), 'inliers': len(inlier)}

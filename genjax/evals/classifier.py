@@ -21,7 +21,6 @@ batch_size, seed; the defaults below), data_dir.
 import hashlib
 import json
 import os
-import zlib
 
 import flax
 import flax.linen as nn
@@ -183,9 +182,9 @@ def histogram_stats(probs_NxK, min_share=0.01):
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
-    info = ex.data.info
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
+    info = ctx.data.info
     if info.modality != 'image' or not info.num_classes:
       raise ValueError(f'evals.{name}: the classifier evaluation needs a labelled image '
                        f'dataset; {info.name!r} is not one')
@@ -195,10 +194,10 @@ class Evaluator:
     del rstate, final
     if jax.process_index() != 0:
       return {}
-    clf = load(self.ex.config.data.name, self.cfg.get('data_dir', '') or
-               self.ex.config.data.data_dir, **self.settings)
-    rng = jax.random.fold_in(self.ex.stream('eval', zlib.crc32(self.name.encode())), step)
-    images = self.ex.family.sample(host_state(), rng, self.cfg.num_samples)['image']
+    clf = load(self.ctx.data_config.name, self.cfg.get('data_dir', '') or
+               self.ctx.data_config.data_dir, **self.settings)
+    rng = self.ctx.key(self.name, step)
+    images = self.ctx.family.sample(host_state(), rng, self.cfg.num_samples)['image']
     out = histogram_stats(clf.predict(images))
     out['test_accuracy'] = clf.test_accuracy
     return out

@@ -24,23 +24,23 @@ def mixture_log_prob(x_NxD, centers_KxD, std):
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
-    if 'log_prob' not in ex.family.tools:
-      raise ValueError(f"evals.{name}: the {ex.family.name} family has no tools['log_prob']")
-    if ex.data.info.modality != 'points':
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
+    if 'log_prob' not in ctx.family.tools:
+      raise ValueError(f"evals.{name}: the {ctx.family.name} family has no tools['log_prob']")
+    if ctx.data.info.modality != 'points':
       raise ValueError(f'evals.{name}: density evaluation reads points (toy2d); '
-                       f'{ex.data.info.name!r} holds {ex.data.info.modality}')
-    meta = ex.data.info.metadata or {}
+                       f'{ctx.data.info.name!r} holds {ctx.data.info.modality}')
+    meta = ctx.data.info.metadata or {}
     self.centers = np.asarray(meta['centers']) if 'centers' in meta else None
     self.std = meta.get('std')
 
   def run(self, step, rstate, host_state, final):
     del step, rstate
-    state, log_prob = host_state(), self.ex.family.tools['log_prob']
+    state, log_prob = host_state(), self.ctx.family.tools['log_prob']
     model, true = [], []
     max_batches = -1 if final else self.cfg.get('max_batches', -1)
-    for batch in self.ex.data.eval_batches(self.cfg.get('split'), max_batches):
+    for batch in self.ctx.data.eval_batches(self.cfg.get('split'), max_batches):
       x = batch['x'][batch['mask']]
       if not len(x):
         continue

@@ -12,7 +12,6 @@ cfg: split (default the eval split), num_examples (how many real examples the
 batch holds, default 16).
 """
 import os
-import zlib
 
 import jax
 import numpy as np
@@ -31,21 +30,21 @@ def write_figure(path, fig):
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
-    if 'figures' not in ex.family.tools:
-      raise ValueError(f"evals.{name}: the {ex.family.name} family has no tools['figures']")
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
+    if 'figures' not in ctx.family.tools:
+      raise ValueError(f"evals.{name}: the {ctx.family.name} family has no tools['figures']")
 
   def run(self, step, rstate, host_state, final):
     del rstate, final
     if jax.process_index() != 0:
       return {}
-    batch = next(self.ex.data.eval_batches(self.cfg.get('split'), max_batches=1))
+    batch = next(self.ctx.data.eval_batches(self.cfg.get('split'), max_batches=1))
     n = self.cfg.get('num_examples', 16)
     batch = {k: v[batch['mask']][:n] for k, v in batch.items() if k != 'mask'}
-    rng = jax.random.fold_in(self.ex.stream('eval', zlib.crc32(self.name.encode())), step)
-    figures = self.ex.family.tools['figures'](host_state(), rng, batch)
-    directory = os.path.join(self.ex.workdir, 'figures')
+    rng = self.ctx.key(self.name, step)
+    figures = self.ctx.family.tools['figures'](host_state(), rng, batch)
+    directory = os.path.join(self.ctx.workdir, 'figures')
     os.makedirs(directory, exist_ok=True)
     for name, fig in figures.items():
       write_figure(os.path.join(directory, f'{name}_{step:07d}.png'), fig)

@@ -8,10 +8,10 @@ that many batches, -1 = all; the final evaluation always uses the whole split).
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
 
   def run(self, step, rstate, host_state, final):
     del step, host_state
     max_batches = -1 if final else self.cfg.get('max_batches', -1)
-    return self.ex.evaluate(rstate, self.cfg.split, max_batches)
+    return self.ctx.evaluate(rstate, self.cfg.split, max_batches)

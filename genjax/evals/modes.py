@@ -9,7 +9,6 @@ one that puts everything on one mode.
 
 cfg: num_samples (2,500 in the literature), radius (3.0).
 """
-import zlib
 
 import jax
 import numpy as np
@@ -33,16 +32,16 @@ def mode_stats(points_Nx2, centers_Kx2, std, radius=3.0):
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
-    meta = ex.data.info.metadata or {}
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
+    meta = ctx.data.info.metadata or {}
     if 'centers' not in meta:
       raise ValueError(f'evals.{name}: mode coverage needs a dataset whose metadata holds mode '
-                       f'centers (toy2d/ring8, toy2d/grid25); {ex.data.info.name!r} has none')
+                       f'centers (toy2d/ring8, toy2d/grid25); {ctx.data.info.name!r} has none')
     self.centers, self.std = np.asarray(meta['centers']), float(meta['std'])
 
   def run(self, step, rstate, host_state, final):
     del rstate, final
-    rng = jax.random.fold_in(self.ex.stream('eval', zlib.crc32(self.name.encode())), step)
-    points = self.ex.family.sample(host_state(), rng, self.cfg.num_samples)['x']
+    rng = self.ctx.key(self.name, step)
+    points = self.ctx.family.sample(host_state(), rng, self.cfg.num_samples)['x']
     return mode_stats(points, self.centers, self.std, self.cfg.get('radius', 3.0))

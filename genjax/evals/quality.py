@@ -16,7 +16,6 @@ Laplacian's variance in pixel space, for samples that are blurrier than data.
 cfg: num_samples (1,000), split (the real reference, default 'train'),
 k (3), optional classifier settings as in genjax.evals.classifier.
 """
-import zlib
 
 import jax
 import numpy as np
@@ -208,9 +207,9 @@ def split_images(data, split):
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
-    info = ex.data.info
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
+    info = ctx.data.info
     if info.modality != 'image' or not info.num_classes:
       raise ValueError(f'evals.{name}: sample quality needs a labelled image dataset (for its '
                        f'classifier); {info.name!r} is not one')
@@ -221,11 +220,11 @@ class Evaluator:
     del rstate, final
     if jax.process_index() != 0:
       return {}
-    clf = classifier.load(self.ex.config.data.name, self.ex.config.data.data_dir, **self.settings)
+    clf = classifier.load(self.ctx.data_config.name, self.ctx.data_config.data_dir, **self.settings)
     if self._real is None:
-      self._real = clf.features(split_images(self.ex.data, self.cfg.get('split', 'train')))
-    rng = jax.random.fold_in(self.ex.stream('eval', zlib.crc32(self.name.encode())), step)
-    fake = clf.features(self.ex.family.sample(host_state(), rng, self.cfg.num_samples)['image'])
+      self._real = clf.features(split_images(self.ctx.data, self.cfg.get('split', 'train')))
+    rng = self.ctx.key(self.name, step)
+    fake = clf.features(self.ctx.family.sample(host_state(), rng, self.cfg.num_samples)['image'])
     precision, recall = knn_precision_recall(self._real, fake, self.cfg.get('k', 3))
     return {'fd': frechet_distance(fake, self._real), 'precision': precision, 'recall': recall,
             'classifier_test_accuracy': clf.test_accuracy}

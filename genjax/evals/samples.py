@@ -5,16 +5,18 @@ import time
 
 import jax
 
+from genjax import evals
+
 
 class Evaluator:
 
-  def __init__(self, name, cfg, ex):
-    self.name, self.cfg, self.ex = name, cfg, ex
+  def __init__(self, name, cfg, ctx):
+    self.name, self.cfg, self.ctx = name, cfg, ctx
 
   def run(self, step, rstate, host_state, final):
     del rstate, final
     if jax.process_index() != 0 or self.cfg.num_samples <= 0:
       return {}
     t = time.perf_counter()
-    self.ex.last_samples = self.ex.sample(host_state(), step, self.cfg.num_samples)
-    return {'seconds': time.perf_counter() - t}
+    samples, path = self.ctx.sample(host_state(), step, self.cfg.num_samples)
+    return evals.Output({'seconds': time.perf_counter() - t}, samples, path)
