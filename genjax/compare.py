@@ -75,9 +75,9 @@ def draw(sample_fn, state, num, rng, timing_batch):
   jax.block_until_ready(jax.tree_util.tree_leaves(samples))
   n, seconds = min(timing_batch, num), []
   for i in range(1 if n == num else 2):
+    key = jax.random.fold_in(rng, i + 1)
     t = time.perf_counter()
-    jax.block_until_ready(jax.tree_util.tree_leaves(sample_fn(state, jax.random.fold_in(rng, i + 1),
-                                                               n)))
+    jax.block_until_ready(jax.tree_util.tree_leaves(sample_fn(state, key, n)))
     seconds.append(time.perf_counter() - t)
   compile_s = seconds[0] - seconds[1] if len(seconds) == 2 else float('nan')
   return samples, n / seconds[-1], max(compile_s, 0.0)

@@ -124,8 +124,8 @@ def markdown(summary, rows, data_row, command, missing=()):
     lines.append(f'| {label} | {likelihood[label]} | ' + ' | '.join(cells) + ' |')
   if data_row:
     data = aggregate([{'label': DATA_LABEL, **data_row}])[DATA_LABEL]
-    lines.append(f'| {DATA_LABEL} | | ' + ' | '.join(
-        _cell(data, key, fmt) if key in data else '' for key, _, _, fmt in columns) + ' |')
+    lines.append(f'| {DATA_LABEL} | n/a | ' + ' | '.join(
+        _cell(data, key, fmt) if key in data else 'n/a' for key, _, _, fmt in columns) + ' |')
   seeds = max(n for m in summary.values() for _, _, n in m.values())
   spread = (f'mean ± std over {seeds} seeds' if seeds > 1 else
             '± half the width of the run\'s 95% interval (a bootstrap over the samples; for the '
