@@ -102,6 +102,8 @@ def get_config(arg='digits'):
     common.smoke(c, SMOKE)
     if 'classifier' in c.evals:  # a quick classifier (cached apart from the real one)
       c.evals.classifier.steps = 50
+      if variant in ('mnist', 'cifar10'):  # larger images: a smaller classifier, 2 steps
+        c.evals.classifier.update(dict(steps=2, batch_size=16, width=8))
   return c
 
 

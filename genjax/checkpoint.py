@@ -26,7 +26,7 @@ from genjax.errors import GenjaxError, WorkdirError
 # Every family's state depends on these; the family adds its own `state_fields`.
 _MUST_MATCH = ('family', 'data.name')
 # Fields inside those that may change between runs (e.g. sampling without dropout).
-_FREE_FIELDS = ('dropout', 'dtype')
+_FREE_FIELDS = ('dropout', 'dtype', 'remat')
 # Fields a resumed run needs unchanged to equal an uninterrupted one.
 _SHOULD_MATCH = ('seed', 'data.batch_size', 'train.num_steps', 'optim')
 

@@ -51,6 +51,22 @@ def test_model_is_causal(positions):
   assert np.abs(model.apply({'params': params}, past)[0][0, t] - base[0, t]).max() > 1e-4
 
 
+def test_remat_keeps_the_params_and_the_training_forward():
+  """model.remat only trades memory for compute (jax.checkpoint keeps the gradients):
+  the same parameter names and shapes, so checkpoints carry over, and the same
+  training forward pass (`train` must stay a Python bool inside the remat)."""
+  kw = dict(vocab_size=11, max_len=12, num_layers=1, num_heads=2, width=16)
+  plain, remat = Transformer(**kw), Transformer(**kw, remat=True)
+  tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 12), 0, 11)
+  params = jax.jit(plain.init)(jax.random.PRNGKey(0), tokens)['params']
+  shapes = jax.eval_shape(remat.init, jax.random.PRNGKey(0), tokens)['params']
+  assert jax.tree_util.tree_map(jnp.shape, shapes) == jax.tree_util.tree_map(jnp.shape, params)
+  rngs = {'dropout': jax.random.PRNGKey(2)}
+  a, b = [jax.jit(lambda p, m=m: m.apply({'params': p}, tokens, train=True, rngs=rngs)[0])(params)
+          for m in (plain, remat)]
+  np.testing.assert_allclose(a, b, atol=1e-5)
+
+
 def test_greedy_decode_equals_repeated_full_forward():
   model, params = make_model(max_len=12)
   prompt = jnp.array([[3, 1, 4], [1, 5, 9]], jnp.int32)

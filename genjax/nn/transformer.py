@@ -117,6 +117,9 @@ class Transformer(nn.Module):
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   causal: bool = True  # False: a bidirectional encoder (the masked-diffusion denoiser)
+  # Recompute each block's activations in the backward pass: attention over long
+  # sequences (3,072 pixels) saves T x T probabilities per head and layer otherwise.
+  remat: bool = False
 
   def setup(self):
     if self.positions not in ('rotary', 'learned'):
@@ -127,7 +130,8 @@ class Transformer(nn.Module):
                           embedding_init=nn.initializers.normal(0.02), name='embed')
     if self.positions == 'learned':
       self.pos_embed = self.param('pos_embed', nn.initializers.normal(0.02), (self.max_len, self.width))
-    self.blocks = [Block(self.num_heads, self.mlp_ratio, self.positions == 'rotary', self.dropout,
+    block = nn.remat(Block, static_argnums=(5,)) if self.remat else Block  # 5: `train`
+    self.blocks = [block(self.num_heads, self.mlp_ratio, self.positions == 'rotary', self.dropout,
                          self.dtype, self.causal, name=f'block_{i}') for i in range(self.num_layers)]
     self.ln_final = nn.LayerNorm(dtype=self.dtype, name='ln_final')
     self.drop = nn.Dropout(self.dropout)
