@@ -1,5 +1,8 @@
 """Runs before jax is imported: 4 fake CPU devices, deterministic GPU ops,
-float32 matmuls at full precision, and a private TFDS dir.
+float32 matmuls at full precision, a private TFDS dir, and one persistent
+compilation cache for the whole run (the xdist workers and the processes the
+tests start share it): the suite compiles the same smoke models in many
+tests, and a second compile of a program is a read from disk.
 
 On a GPU the suite runs unchanged: multi-device tests take the CPU devices
 explicitly, and comparisons run at the highest matmul precision (TF32 is the
@@ -12,6 +15,8 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 if '--xla_gpu_deterministic_ops' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] += ' --xla_gpu_deterministic_ops=true'
 os.environ.setdefault('TFDS_DATA_DIR', os.path.join(tempfile.gettempdir(), 'genjax_test_tfds'))
+os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
+                      os.path.join(tempfile.gettempdir(), 'genjax_test_jax_cache'))
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
