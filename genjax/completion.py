@@ -43,42 +43,42 @@ FAMILIES = ('autoregressive', 'diffusion', 'vae', 'flow')
 
 
 def trained(name, c, workdir):
-  """The comparison's model of `name` in workdir/<name>/seed_0, trained there if missing."""
+  """(experiment, state): the comparison's model of `name` in workdir/<name>/seed_0,
+  trained there if missing."""
   config, _ = compare.budgeted(compare.family_config(name, c.families[name], c, 0), c)
   config.evals = type(config.evals)()  # the comparison evaluated it; here it is only used
   config.train.select = ''
   wd = os.path.join(workdir, name, 'seed_0')
   ex = run.experiment(config, wd)
-  selected = ex.checkpointer.best()
   if ex.step == 0:
     print(f'completion: training {name} into {wd} (the comparison\'s budget)', flush=True)
-    train.train_and_evaluate(ex)
-  elif selected is not None:  # the comparison measured its selected model: so does this
-    ex.state = ex.checkpointer.restore_best(ex.state)
-  return ex
+    return ex, train.train_and_evaluate(ex).state
+  if ex.checkpointer.best() is not None:  # the comparison measured its selected model: so does this
+    return ex, ex.checkpointer.restore_best(ex.start_state)
+  return ex, ex.start_state
 
 
-def vae_complete(ex, rng, images, mask, rounds=50):
+def vae_complete(ex, state, rng, images, mask, rounds=50):
   tools = ex.family.tools
   x = np.where(mask, images, np.asarray(jax.random.uniform(rng, images.shape)) * 16.0)
   for i in range(rounds):
     last = i == rounds - 1
-    mean, logvar = tools['encode'](ex.state, x)
+    mean, logvar = tools['encode'](state, x)
     eps = np.asarray(jax.random.normal(jax.random.fold_in(rng, i), mean.shape))
     z = mean + np.exp(0.5 * logvar) * eps
-    x_new = tools['decode'](ex.state, z, jax.random.fold_in(rng, 1000 + i), 'mean' if last else None)
+    x_new = tools['decode'](state, z, jax.random.fold_in(rng, 1000 + i), 'mean' if last else None)
     x = np.where(mask, images, x_new)
   return np.clip(np.round(x), 0, 16)
 
 
-def flow_complete(ex, rng, images, mask, steps=200, lr=0.05):
+def flow_complete(ex, state, rng, images, mask, steps=200, lr=0.05):
   forward, levels = ex.family.tools['forward'], ex.data.info.num_levels
   known = jnp.asarray(images, jnp.float32) + 0.5  # the middle of each known pixel's bin
   m = jnp.asarray(mask)
 
   def neg_log_density(free):
     v = jnp.where(m, known, levels * jax.nn.sigmoid(free))  # unknown values stay in (0, L)
-    z, log_det = forward(ex.state, v / levels)
+    z, log_det = forward(state, v / levels)
     z = z.reshape(z.shape[0], -1)
     return -jnp.sum(-0.5 * z ** 2, axis=-1).sum() - jnp.sum(log_det)
 
@@ -98,18 +98,18 @@ def flow_complete(ex, rng, images, mask, steps=200, lr=0.05):
   return np.where(mask, images, np.clip(np.floor(v), 0, levels - 1))
 
 
-def complete(name, ex, rng, images, mask, known):
+def complete(name, ex, state, rng, images, mask, known):
   tools = ex.family.tools
   if name == 'autoregressive':
-    return tools['complete'](ex.state, rng, images, known)
+    return tools['complete'](state, rng, images, known)
   if name == 'diffusion':
     # Scale 0: the unconditional model (the null label), whatever label is passed.
-    filled = tools['figures'].inpaint(ex.state.ema_params, rng, images, mask,
+    filled = tools['figures'].inpaint(state.ema_params, rng, images, mask,
                                       label=np.zeros(len(images), np.int32), scale=0.0)
     return np.clip(np.round(filled), 0, ex.data.info.num_levels - 1)
   if name == 'vae':
-    return vae_complete(ex, rng, images, mask)
-  return flow_complete(ex, rng, images, mask)
+    return vae_complete(ex, state, rng, images, mask)
+  return flow_complete(ex, state, rng, images, mask)
 
 
 def main(argv=None):
@@ -124,7 +124,7 @@ def main(argv=None):
     args.num, args.show = 16, 8
   rng = jax.random.PRNGKey(0)
   exs = {name: trained(name, c, args.workdir) for name in FAMILIES}
-  data = next(iter(exs.values())).data
+  data = next(iter(exs.values()))[0].data
   batch = next(data.eval_batches('test'))
   images = np.asarray(batch['image'][:args.num], np.float32)
   labels = np.asarray(batch['label'][:args.num])
@@ -140,14 +140,14 @@ def main(argv=None):
   rows = [{'method': 'the test digits', 'accuracy': accuracy(images)},
           {'method': 'top half only (bottom blank)', 'accuracy': accuracy(np.where(mask, images, 0))}]
   completed = {}
-  for name, ex in exs.items():
-    x = complete(name, ex, jax.random.fold_in(rng, len(completed)), images, mask, known)
+  for name, (ex, state) in exs.items():
+    x = complete(name, ex, state, jax.random.fold_in(rng, len(completed)), images, mask, known)
     assert np.array_equal(x[mask], images[mask]), f'{name} changed the given pixels'
     completed[name] = x
     row = {'method': name, 'accuracy': accuracy(x),
            'bottom_mse': float(np.mean((x - images)[~mask] ** 2))}
     if 'conditional_nll' in ex.family.tools:
-      nll = ex.family.tools['conditional_nll'](ex.state, images, known)
+      nll = ex.family.tools['conditional_nll'](state, images, known)
       row['bottom_nll'] = float(np.mean(nll))
       row['bottom_bpd'] = float(np.mean(nll) / (images[0].size - known) / np.log(2))
     rows.append(row)

@@ -50,8 +50,9 @@ def nll_per_byte(family, state, tokens_NxT, length=64, rng=None):
   if id(family) not in _EVAL_STEPS:  # the family is kept alive beside its compiled step
     _EVAL_STEPS[id(family)] = family, jax.jit(jax.vmap(
         lambda s, row, key: family.eval_step(s, {'tokens': row[None], 'mask': np.ones(1, bool)},
-                                             key), in_axes=(None, 0, None)))
+                                             key), in_axes=(None, 0, 0)))
   step = _EVAL_STEPS[id(family)][1]
   rng = jax.random.PRNGKey(0) if rng is None else rng
-  out = step(state, x, rng)
+  # A key per row: a bound estimated from noise (a masking time) draws it afresh for each row.
+  out = step(state, x, jax.random.split(rng, len(x)))
   return np.asarray(out['nll'], np.float64) / np.asarray(out['dims'], np.float64)

@@ -247,9 +247,10 @@ def build(config, info):
     if K == T:
       return logits_fn(params, rng, train)
     rngs = {'dropout': rng} if train else {}
-    positions, mask = jnp.concatenate([jnp.arange(T)] * 2), two_stream_mask(T, K)
+    L = x.shape[1]  # T, or fewer whole blocks (eval_step on a shorter text)
+    positions, mask = jnp.concatenate([jnp.arange(L)] * 2), two_stream_mask(L, K)
     return lambda z: model.apply({'params': params}, jnp.concatenate([z, x], axis=1), train=train,
-                                 rngs=rngs, positions_T=positions, mask_TxS=mask)[0][:, :T]
+                                 rngs=rngs, positions_T=positions, mask_TxS=mask)[0][:, :L]
 
   def init(rng, batch):
     params = jax.jit(model.init)(rng, window(batch)[:1])['params']
@@ -282,7 +283,8 @@ def build(config, info):
     B = x.shape[0]
     mask = batch['mask'].astype(jnp.float32)
     keys = base.example_keys(rng, B)
-    if K < T:
+    if K < T:  # whole blocks only: a shorter text (another model's sample) drops its tail
+      x = x[:, :x.shape[1] - x.shape[1] % K]
       per = block_nelbo(denoiser(state.params, x), x, keys, K, mask_id, num_outputs)
     else:
       u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1)))(keys)
