@@ -78,7 +78,7 @@ def get_config(arg='digits'):
   c.model.mlp_ratio = 4
 
   c.diffusion = ml_collections.ConfigDict()
-  c.diffusion.loss = 'vlb'  # 'eps_mse' | 'vlb' | 'hybrid'
+  c.diffusion.loss = 'vlb'  # 'eps_mse' | 'vlb' (the bound itself, VDM-style) | 'hybrid'
   c.diffusion.hybrid_weight = 1e-3
   c.diffusion.p_uncond = 0.2  # label dropout (classifier-free guidance)
   c.diffusion.ema_decay = 0.995
@@ -94,14 +94,16 @@ def get_config(arg='digits'):
   c.train.checkpoint_every = 500
   common.likelihood_evals(c, every=500)
   c.evals.samples.num_samples = 100
+  # DDPM against DDIM (network evaluations per sample in the file name), inpainting,
+  # denoising and the reverse process, under figures/.
   c.evals.figures = ml_collections.ConfigDict(dict(kind='figures', every=0, num_examples=8))
 
   c.sample.num_samples = 100
-  c.sample.sampler = 'ddim'  # 'ddpm' | 'ddim'
+  c.sample.sampler = 'ddim'  # 'ddpm' (T network passes, x2 with guidance) | 'ddim'
   c.sample.ddim_steps = 100
   c.sample.figure_ddim_steps = (50, 10)
   c.sample.eta = 0.0
-  c.sample.guidance = 2.0
+  c.sample.guidance = 2.0  # classifier-free: 0 = unconditional, 1 = conditional, > 1 guided
   c.sample.variance = 'small'  # DDPM: tilde beta_t ('small') or beta_t ('large')
   c.sample.clip = True  # clip x0_hat to [-1, 1] (images)
 

@@ -71,20 +71,20 @@ def get_config(arg='digits'):
   c.model.d_width = 64
   c.model.g_depth = 3  # MLP only
   c.model.d_depth = 3
-  c.model.conditional = False
-  c.model.pack = 1
+  c.model.conditional = False  # labels into G, a projection D
+  c.model.pack = 1  # PacGAN: D judges this many samples at once
   c.model.data_scale = 1.0  # points: the networks see x / data_scale
 
   c.gan = ml_collections.ConfigDict()
-  c.gan.loss = 'nonsaturating'
-  c.gan.n_critic = 1
+  c.gan.loss = 'nonsaturating'  # 'minimax' | 'nonsaturating' | 'hinge' | 'wgan_gp'
+  c.gan.n_critic = 1  # D steps per G step
   c.gan.gp_weight = 0.0  # WGAN-GP: 10
   c.gan.r1_weight = 0.0
   c.gan.ema = 0.999  # 0 = sample from the raw G
 
   del c.optim['lr']
   c.optim.name = 'adam'
-  c.optim.g_lr = 2e-4
+  c.optim.g_lr = 2e-4  # the two Adams' learning rates; the other optim fields are shared
   c.optim.d_lr = 2e-4
   c.optim.b1 = 0.5
   c.optim.b2 = 0.999

@@ -77,6 +77,9 @@ def get_config(arg='digits'):
   # decoder or decoder dropout did worse. Here validation runs at the end only
   # (K = 1000 bounds cost more than the training on a CPU).
   common.likelihood_evals(c, every=0)
+  # The test split: bounds at K = 1 (the ELBO) and K = model.eval_k, in nats and bits/dim;
+  # figures: reconstructions, prior samples, interpolations, the latent map; anomaly:
+  # ROC AUCs of the test split against noise, inverted images and the held-out class.
   c.evals.figures = ml_collections.ConfigDict(dict(kind='figures', every=0, split='test',
                                                    num_examples=512))
   c.evals.anomaly = ml_collections.ConfigDict(dict(kind='anomaly', every=0, split='test',
