@@ -1,53 +1,18 @@
 """GANs on toy 2-D mixtures and on images.
 
   python launch.py --config=experiments/gan.py:digits --workdir=/tmp/gan_digits
-      DCGAN on 8x8 digits (17 grey levels), non-saturating loss + R1, EMA G,
-      2,500 steps of 64. Writes sample grids (samples/, figures/, with latent
-      interpolations) and logs the class histogram of 1,000 samples under the
-      shared small classifier (95.5% test accuracy on the 447 test digits):
-      measured 10 of 10 classes, entropy 2.27 nats (log 10 = 2.30 is
-      uniform), the largest class 8 at 15.6%; the grid shows readable digits
-      of every class, noisier than the diffusion model's. 8 min 50 s of wall
-      time on a 2-core CPU (shared with short toy runs for part of it).
-      Without the EMA's warm-up (base.ema's `step`) a 0.999 average is still
-      mostly the initial G after a few hundred steps, and the samples were
-      noise.
+      DCGAN on 8x8 digits: all 10 classes in its samples; 8 min 50 s on a 2-core CPU.
   python launch.py --config=experiments/gan.py:ring8 --workdir=/tmp/gan_ring8
-      MLP GAN (2-d latent, 3x128 ReLU G, 3x128 leaky-ReLU D, PacGAN-2,
-      non-saturating loss, R1 0.01, EMA 0.99 G with warm-up), 3,000 steps.
-      Over seeds 0-9: 8/8 modes on every seed, 93.4% high-quality samples on
-      average (91.4-94.9% per seed); PacGAN reports 7.9/8 and 95.6%.
+      MLP GAN (PacGAN-2, R1, EMA G): 8/8 modes on each of 10 seeds.
   python launch.py --config=experiments/gan.py:grid25 --workdir=/tmp/gan_grid25
-      The same recipe on the 5x5 grid with 40,000 steps and a cosine decay
-      of both learning rates (1e-3 to 1e-4): over seeds 0-9, 25/25 modes on
-      every seed and 95.6% high-quality samples on average (93.5-97.4%);
-      about 3 minutes a seed on a 2-core CPU. At 3,000 steps (any lr ratio
-      tried) it covered 17-22 modes with under 7% high quality: the modes
-      sharpen only late in training.
+      The same on the 5x5 grid: 25/25 modes on each of 10 seeds; about 3 minutes a seed.
   python launch.py --config=experiments/gan.py:grid25_collapse --workdir=/tmp/gan_collapse
-      The documented failure: the saturating minimax loss with a discriminator
-      that learns at 5x G's learning rate, no packing, no penalty, no EMA,
-      3,000 steps. G gets vanishing gradients where D is confident and drops
-      modes: over seeds 0-9, 16.5 of 25 modes on average (12-22) and 27.7%
-      high quality (7-54%). In the scatter of seed 6 (12 modes) the samples
-      lie on a few lines through the outer modes and the interior modes
-      are empty; the stable grid25 run of the same seed puts a tight
-      cluster on each of the 25.
-  `python bench/gan_modes.py` runs ring8, grid25 and grid25_collapse over
-  10 seeds (2 at a time) and prints the per-seed table (2,500 samples, a
-  mode captured within 3 std) that the numbers above come from; a rerun
-  re-evaluates finished runs instead of training them again.
-  :moons, :swissroll (manifolds; scatter plots only), :mnist, :cifar10 (need
-  the datasets prepared: python -m genjax.data.prepare mnist).
+      The documented failure (saturating loss, D at 5x G's lr): 16.5 of 25 modes on average.
+  python bench/gan_modes.py
+      ring8, grid25 and grid25_collapse over 10 seeds: the table the mode counts come from.
+  :moons, :swissroll (scatter plots only), :mnist, :cifar10 (need the datasets prepared).
 
-Any field can be overridden, e.g. `--config.gan.loss=hinge`; `:digits,smoke`
-is the same experiment shrunk to 4 steps. data.batch_size is global.
-
-Fields: model.* fixes both networks (latent_dim, g_/d_width, g_/d_depth (MLP
-only), conditional (labels into G, projection D), pack (PacGAN)); gan.* is
-the game (loss: minimax | nonsaturating | hinge | wgan_gp; n_critic;
-gp_weight; r1_weight; ema); optim.g_lr / optim.d_lr are the two learning
-rates, the other optim fields are shared by both Adams.
+Measurements: README.md, Results. `:digits,smoke` is the same experiment shrunk to 4 steps.
 """
 import ml_collections
 
