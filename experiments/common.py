@@ -51,7 +51,7 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
   # > 1: this many train steps per device call (a lax.scan over a stack of batches), for
   # small models whose step is short next to a dispatch; the same results as 1. Steps
   # run one per call where a log, evaluation, checkpoint or stop check falls inside.
-  # Not for convnets on a CPU: XLA:CPU runs convolutions in a loop ~12x slower
+  # Not for convnets on a CPU: XLA:CPU runs convolutions in a loop on a slow path
   # (bench/README.md, "Several steps per device call").
   c.train.steps_per_call = 1
   # True: a step whose update is not finite keeps the previous state; the logged

@@ -41,7 +41,7 @@ def get_config(arg='pysrc'):
   c.optim.lr = 2e-3
   c.optim.warmup_steps = 200
   c.optim.weight_decay = 0.1
-  c.train.max_seconds = 496.0  # the AR default's training time on the 2-core CPU (README)
+  c.train.max_seconds = 496.0  # the AR default's training time (README, Results)
 
   common.likelihood_evals(c, every=1000, max_batches=8, test_split=None)
   c.evals.samples.num_samples = 4
@@ -56,7 +56,7 @@ def get_config(arg='pysrc'):
   if variant == 'pysrc_blocks':
     c.model.block_size = 2
     c.data.batch_size = 16  # the two-stream pass reads 2 x 64 tokens an example
-    c.train.num_steps = 3000  # about what 496 s hold on the 2-core CPU
+    c.train.num_steps = 3000  # a little more than train.max_seconds holds (README, Results)
     c.evals.validation.every = 500
     c.sample.steps = 2  # per block: one byte a step
   return common.smoke(c, SMOKE) if smoke else c

@@ -24,8 +24,8 @@ from genjax.families import base
 _STREAMS = {'init': 0, 'train': 1, 'sample': 2, 'eval': 3}
 # Steps the host may dispatch ahead of the device: it waits for step t - 2 to
 # finish before going past step t. Enough to keep an accelerator busy; with no
-# bound, two CPU processes were seen to deadlock with ~32 collectives in flight
-# while tests/test_multihost.py was written.
+# bound, CPU processes can deadlock with many collectives in flight
+# (tests/test_multihost.py runs two).
 _AHEAD = 2
 
 
