@@ -11,13 +11,15 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from genjax.families import REGISTRY
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, 'colab', '*.ipynb')))
 
 
 def test_every_family_and_the_comparison_has_a_notebook():
   names = {os.path.basename(p)[:-len('.ipynb')] for p in NOTEBOOKS}
-  assert names == {'autoregressive', 'diffusion', 'gan', 'vae', 'flow', 'compare'}
+  assert names == set(REGISTRY) | {'compare'}
 
 
 def test_notebooks_are_stored_without_outputs():
