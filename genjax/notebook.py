@@ -84,7 +84,9 @@ def show(figure, title=None, ax=None, scale=4):
   if ax is None:
     _, ax = plt.subplots(figsize=(min(14, 0.5 + grid.shape[1] / 80),
                                   min(14, 0.5 + grid.shape[0] / 80)))
-  ax.imshow(grid.squeeze(), cmap='gray', interpolation='nearest')
+  # One grey scale for every figure: image_grid maps the data's value range to
+  # 0..255, so these limits are that range, not this grid's own min and max.
+  ax.imshow(grid.squeeze(), cmap='gray', interpolation='nearest', vmin=0, vmax=255)
   ax.set_axis_off()
   if title:
     ax.set_title(title)

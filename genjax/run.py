@@ -14,6 +14,7 @@ from genjax.data import Dataset
 from genjax.errors import ConfigError, MissingCheckpointError
 
 DETERMINISTIC_FLAG = '--xla_gpu_deterministic_ops=true'
+MODES = ('train', 'sample', 'eval')
 
 
 def xla_flags(config, environ=os.environ):
@@ -51,6 +52,13 @@ def experiment(config, workdir, build_family=None):
 
 def main(config, workdir, mode='train', split=None, build_family=None):
   """What launch.py does; returns the final metrics ({'stopped_by': ...} after a SIGTERM)."""
+  if mode not in MODES:
+    raise ConfigError(f"unknown mode {mode!r}; use 'train', 'eval' or 'sample'")
+  if mode != 'train':  # refused before the workdir is written to, a bad value named first
+    config_check.check(config)
+  if mode != 'train' and not has_checkpoint(workdir):
+    raise MissingCheckpointError(f'no checkpoint in {workdir}; train first with --mode=train '
+                                 '(the same command without --mode)')
   ex = experiment(config, workdir, build_family)
   if mode == 'train':
     print(f'genjax: {ex.family.name} on {config.data.name}, {jax.device_count()} device(s) '
@@ -62,7 +70,7 @@ def main(config, workdir, mode='train', split=None, build_family=None):
     if result.samples is not None:  # training just wrote this step's samples
       _print_samples(result.samples, result.samples_path)
     elif config.sample.num_samples > 0 and jax.process_index() == 0:
-      _print_samples(*ex.sample(result.state, result.step, tag=f'sample_step_{result.step:07d}'))
+      _print_samples(*sample(ex, result.state, result.step))
     print(f'results in {workdir}: metrics.jsonl, tb/, samples/, checkpoints/', flush=True)
     return result.metrics
   if ex.checkpointer.latest_step is None:
@@ -78,13 +86,41 @@ def main(config, workdir, mode='train', split=None, build_family=None):
     metrics = ex.evaluate(parallel.replicate(state), split=split)
     print(f'eval on {split} at step {ex.step}:', json.dumps(metrics))
     return metrics
-  if mode == 'sample':
-    if jax.process_index() != 0 or config.sample.num_samples <= 0:
-      return None
-    samples, path = ex.sample(state, ex.step, tag=f'sample_step_{ex.step:07d}')
-    _print_samples(samples, path)
-    return samples
-  raise ConfigError(f"unknown mode {mode!r}; use 'train', 'eval' or 'sample'")
+  if jax.process_index() != 0 or config.sample.num_samples <= 0:  # mode == 'sample'
+    return None
+  samples, path = sample(ex, state, ex.step)
+  _print_samples(samples, path)
+  return samples
+
+
+def sample(ex, state, step):
+  """Draws config.sample.num_samples as `Experiment.sample` does (the same key),
+  and writes them under a name and a title that carry the sampler's settings,
+  so that a second --mode=sample with other settings keeps the first's file."""
+  config = ex.config
+  settings = writers.sampler_settings(config.sample)
+  samples = ex.family.sample(state, ex.stream('sample', step), config.sample.num_samples)
+  data = None
+  if ex.data.info.modality == 'points':  # drawn beneath the samples
+    batch = next(ex.data.eval_batches(max_batches=1))
+    data = batch['x'][batch['mask']]
+  title = (f'{ex.family.name} on {config.data.name}, step {step}: '
+           + ', '.join(f'{k}={v}' for k, v in settings.items()))
+  path = writers.write_samples(os.path.join(ex.workdir, 'samples'), sample_name(step, settings),
+                               samples, ex.data.info, data, title=title)
+  return samples, path
+
+
+def sample_name(step, settings):
+  """'sample_step_0000004_decode=mean,num_samples=64' (see writers.settings_name)."""
+  return f'sample_step_{step:07d}_{writers.settings_name(settings)}'
+
+
+def has_checkpoint(workdir):
+  """Whether `workdir` holds a finished checkpoint (orbax names each by its step),
+  judged without writing anything."""
+  d = os.path.join(workdir, 'checkpoints')
+  return os.path.isdir(d) and any(s.isdigit() for s in os.listdir(d))
 
 
 def _print_samples(samples, path):

@@ -1,7 +1,9 @@
 """Where results go: metrics (JSON lines + TensorBoard) and samples (PNG / text)."""
 import json
 import os
+import re
 import time
+import zlib
 
 import jax
 import numpy as np
@@ -77,10 +79,55 @@ def image_grid(images_NxHxWxC, value_range, cols=None, scale=4, rows_of=None):
   return np.clip(grid, 0, 255).astype(np.uint8)
 
 
-def save_image_grid(path, images, value_range, **kwargs):
+def save_image_grid(path, images, value_range, title=None, **kwargs):
+  """A PNG of `image_grid`, with `title` in a band above it (wrapped to its width)."""
   grid = image_grid(images, value_range, **kwargs)
-  Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid).save(path)
+  image = Image.fromarray(grid[..., 0] if grid.shape[-1] == 1 else grid)
+  if title:
+    image = _titled(image, title)
+  image.save(path)
   return path
+
+
+def _titled(image, title, size=12, pad=4):
+  from PIL import ImageDraw, ImageFont  # pylint: disable=g-import-not-at-top
+  font = ImageFont.load_default(size=size)
+  measure = ImageDraw.Draw(Image.new('L', (1, 1)))
+  width = max(image.width, 240)
+  lines = ['']
+  for word in title.split():
+    line = f'{lines[-1]} {word}'.strip()
+    if lines[-1] and measure.textlength(line, font=font) > width - 2 * pad:
+      lines.append(word)
+    else:
+      lines[-1] = line
+  band = len(lines) * (size + 3) + pad
+  out = Image.new(image.mode, (width, image.height + band), 'white')
+  out.paste(image, ((width - image.width) // 2, band))
+  draw = ImageDraw.Draw(out)
+  for i, line in enumerate(lines):
+    draw.text((pad, pad // 2 + i * (size + 3)), line, fill='black', font=font)
+  return out
+
+
+def sampler_settings(sample_config):
+  """The settings of --mode=sample that change what is drawn: config.sample less
+  the figures' own (figure_*), sorted by name."""
+  return {k: v for k, v in sorted(dict(sample_config).items()) if not k.startswith('figure_')}
+
+
+def settings_name(settings):
+  """'decode=mean,num_samples=64': settings as a file-name part (the style of a
+  sweep's run directories); characters a file name should not hold become '_',
+  and a value longer than 24 characters is cut, with a hash of it."""
+  parts = []
+  for key, value in settings.items():
+    text = f'{value:g}' if isinstance(value, float) else str(value)
+    safe = re.sub(r'[^A-Za-z0-9.+-]', '_', text)
+    if len(safe) > 24:
+      safe = f'{safe[:16]}~{zlib.crc32(text.encode()):08x}'
+    parts.append(f'{key}={safe}')
+  return ','.join(parts)
 
 
 def labelled_rows(path, rows, value_range, width=None):
@@ -112,9 +159,11 @@ def scatter(path, points_Nx2, data_Mx2=None, centers_Kx2=None, title=None):
   if centers_Kx2 is not None:
     ax.scatter(*np.asarray(centers_Kx2).T, s=40, marker='x', c='tab:red', label='modes')
   ax.set_aspect('equal')
-  ax.legend(loc='upper right', markerscale=3, fontsize=8)
+  # Below the axes: inside, the legend covered a mode of the mixture.
+  ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.03), ncol=3, markerscale=3, fontsize=8,
+            frameon=False)
   if title:
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9, wrap=True)
   fig.tight_layout()
   fig.savefig(path)
   return path
@@ -124,20 +173,24 @@ def decode_text(tokens_NxT):
   return [bytes(np.asarray(t, np.uint8).tolist()).decode('utf-8', errors='replace') for t in tokens_NxT]
 
 
-def write_samples(directory, name, samples, info, data=None):
+def write_samples(directory, name, samples, info, data=None, title=None):
   """Writes a family's samples (a batch-like dict, see families.base) and returns the path.
 
   Images become a PNG grid (one row per class when the samples carry labels),
   text a .txt file, points a scatter PNG over `data` (points of the dataset)
   with the mode centers from the dataset's metadata, plus the raw .npy.
+  `title` heads the grid or the plot (the first line of a text file).
   """
   os.makedirs(directory, exist_ok=True)
   if 'image' in samples:
     path = os.path.join(directory, name + '.png')
-    return save_image_grid(path, samples['image'], info.value_range, rows_of=samples.get('label'))
+    return save_image_grid(path, samples['image'], info.value_range, title=title,
+                           rows_of=samples.get('label'))
   if 'tokens' in samples:
     path = os.path.join(directory, name + '.txt')
     with open(path, 'w') as f:
+      if title:
+        f.write(f'# {title}\n')
       for i, text in enumerate(decode_text(samples['tokens'])):
         f.write(f'===== sample {i} =====\n{text}\n')
     return path
@@ -145,5 +198,6 @@ def write_samples(directory, name, samples, info, data=None):
     np.save(os.path.join(directory, name + '.npy'), np.asarray(samples['x']))
     centers = (info.metadata or {}).get('centers')
     return scatter(os.path.join(directory, name + '.png'), samples['x'], data,
-                   None if centers is None else np.asarray(centers), title=f'{info.name}: {name}')
+                   None if centers is None else np.asarray(centers),
+                   title=title or f'{info.name}: {name}')
   raise ValueError(f"samples must hold 'image', 'tokens' or 'x'; got keys {sorted(samples)}")
