@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import benchlib
-from experiments import autoregressive as ar_config
+from genjax.experiments import autoregressive as ar_config
 from genjax import hostmem, parallel
 from genjax.data.pipeline import DatasetInfo
 from genjax.families import autoregressive as ar

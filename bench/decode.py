@@ -18,7 +18,7 @@ import jax
 import numpy as np
 
 import benchlib
-from experiments import autoregressive as ar_config
+from genjax.experiments import autoregressive as ar_config
 from genjax.data.pipeline import DatasetInfo
 from genjax.families import autoregressive as ar
 

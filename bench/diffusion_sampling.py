@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 import benchlib
-from experiments import diffusion as diffusion_config
+from genjax.experiments import diffusion as diffusion_config
 from genjax import run, train
 from genjax.evals import reference
 from genjax.families.diffusion import samplers

@@ -24,7 +24,7 @@ TARGET_COMPILE_S = 30.0
 
 
 def default_config(name, smoke=False, variant=None):
-  module = importlib.import_module(f'experiments.{name}')
+  module = importlib.import_module(f'genjax.experiments.{name}')
   variant = variant or inspect.signature(module.get_config).parameters['arg'].default
   return module.get_config(variant + (',smoke' if smoke else '')), variant
 

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from experiments import gan as gan_config
+from genjax.experiments import gan as gan_config
 from genjax import families, train
 from genjax.data import Dataset
 

@@ -14,7 +14,7 @@ import argparse
 import time
 
 import benchlib
-from experiments import autoregressive, diffusion, flow, gan, vae
+from genjax.experiments import autoregressive, diffusion, flow, gan, vae
 from genjax.data import Dataset
 
 TARGET = 5.0

@@ -29,7 +29,7 @@ def variants():
   out = []
   for name in sorted(families.REGISTRY):
     try:
-      module = importlib.import_module(f'experiments.{name}')
+      module = importlib.import_module(f'genjax.experiments.{name}')
     except ImportError:
       continue
     out += [(name, v) for v in SHAPES if v in getattr(module, 'VARIANTS', ())]
@@ -37,7 +37,7 @@ def variants():
 
 
 def cost(name, variant, smoke):
-  config = importlib.import_module(f'experiments.{name}').get_config(
+  config = importlib.import_module(f'genjax.experiments.{name}').get_config(
       variant + (',smoke' if smoke else ''))
   shape = SHAPES[variant]
   info = DatasetInfo(variant, 'image', shape, 256, 10, {'train': 50_000, 'test': 10_000})

@@ -42,7 +42,7 @@ def child(args):
   from genjax import parallel, run, train
 
   parallel.initialize_hosts(args.coordinator, 2, args.process_id)
-  module = importlib.import_module(f'experiments.{args.family}')
+  module = importlib.import_module(f'genjax.experiments.{args.family}')
   default = inspect.signature(module.get_config).parameters['arg'].default
   real_agreed = train._StopOnSignal.agreed  # pylint: disable=protected-access
   runs = {label: ([], []) for label in VARIANTS}

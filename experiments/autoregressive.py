@@ -14,7 +14,7 @@ steps. Other TFDS names work where they are prepared: `:pysrc` with
 """
 import ml_collections
 
-from experiments import common
+from genjax.experiments import common
 
 VARIANTS = ('pysrc', 'digits', 'mnist', 'cifar10')
 # What ',smoke' changes beyond experiments.common.SMOKE.

@@ -31,7 +31,7 @@ block diffusion) with the comparison's seed, dataset and budget;
 """
 import ml_collections
 
-from experiments import common
+from genjax.experiments import common
 
 TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')
 VARIANTS = ('digits', 'digits_full') + TOY2D + ('pysrc', 'mnist', 'cifar10')

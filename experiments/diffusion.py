@@ -13,7 +13,7 @@ is the same experiment shrunk to a few steps.
 """
 import ml_collections
 
-from experiments import common
+from genjax.experiments import common
 
 VARIANTS = ('digits', 'ring8', 'grid25', 'moons', 'swissroll', 'mnist', 'cifar10')
 TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')

@@ -14,7 +14,7 @@ experiment shrunk to 4 steps.
 """
 import ml_collections
 
-from experiments import common
+from genjax.experiments import common
 
 TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')
 VARIANTS = TOY2D + ('digits', 'mnist', 'cifar10')

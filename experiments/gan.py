@@ -16,7 +16,7 @@ Measurements: README.md, Results. `:digits,smoke` is the same experiment shrunk 
 """
 import ml_collections
 
-from experiments import common
+from genjax.experiments import common
 
 TOY = ('ring8', 'grid25', 'moons', 'swissroll')
 VARIANTS = TOY + ('grid25_collapse', 'ring8_collapse', 'digits', 'mnist', 'cifar10')

@@ -11,7 +11,7 @@ same experiment shrunk to 4 steps.
 """
 import ml_collections
 
-from experiments import common
+from genjax.experiments import common
 
 VARIANTS = ('pysrc', 'pysrc_blocks')
 SMOKE = {'model.num_layers': 1, 'model.num_heads': 2, 'model.width': 32, 'sample.steps': 4,

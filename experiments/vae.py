@@ -16,7 +16,7 @@ Measurements: README.md, Results. `:digits,smoke` is the same experiment shrunk 
 """
 import ml_collections
 
-from experiments import common
+from genjax.experiments import common
 
 VARIANTS = ('digits', 'digits_z2', 'digits_holdout', 'toy2d', 'mnist', 'cifar10')
 # What ',smoke' changes beyond experiments.common.SMOKE.

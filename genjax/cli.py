@@ -49,7 +49,6 @@ def main(argv=None, default_config=DEFAULT_CONFIG):
     sys.modules['__main__'].__doc__ = __doc__  # what --help prints
   try:
     path, arg = configs.resolve(default_config)
-    configs.make_importable()  # the configs import experiments.common
   except ConfigError as e:
     _exit(e, 1)
   default = path if arg is None else f'{path}:{arg}'

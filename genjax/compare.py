@@ -31,7 +31,7 @@ from genjax.evals import quality, reference, text
 def family_config(label, entry, c, seed):
   """The entry's experiment config under the comparison's seed, data and evaluations."""
   family = entry.get('family') or label
-  module = importlib.import_module(f'experiments.{family}')
+  module = importlib.import_module(f'genjax.experiments.{family}')
   config = module.get_config(entry.variant + (',smoke' if c.smoke else ''))
   config.seed = seed
   config.data.name = c.dataset

@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from experiments import compare as compare_config
+from genjax.experiments import compare as compare_config
 from genjax import compare, run, train, writers
 from genjax.evals import classifier
 

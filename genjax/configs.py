@@ -4,17 +4,14 @@
   load('experiments/vae.py:digits')               a config file (relative to the cwd)
   load('/path/to/my_config.py')                   its get_config() default
 
-The configs of experiments/ are installed inside the package, as
-genjax/experiments (pyproject.toml), so that a pip-installed genjax puts no
-top-level `experiments` package in site-packages; in a checkout they are the
-repository's experiments/. The config files import `experiments.common`:
-`make_importable()` lets them, for a launcher, where no `experiments` package
-is on the path. Every bad spec is a `ConfigError` of one sentence.
+The configs are the package genjax.experiments (in a checkout, a link to the
+repository's experiments/), so a pip-installed genjax puts no top-level
+`experiments` package in site-packages. Every bad spec is a `ConfigError` of
+one sentence.
 """
 import difflib
 import importlib.util
 import os
-import sys
 
 from genjax.errors import ConfigError
 
@@ -22,11 +19,10 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def config_dir():
-  """The directory of the shipped configs: the installed copy, else the checkout's."""
-  for d in (os.path.join(_PACKAGE, 'experiments'),
-            os.path.join(os.path.dirname(_PACKAGE), 'experiments')):
-    if os.path.isfile(os.path.join(d, 'common.py')):
-      return d
+  """The directory of the shipped configs (genjax/experiments)."""
+  d = os.path.join(_PACKAGE, 'experiments')
+  if os.path.isfile(os.path.join(d, 'common.py')):
+    return d
   raise ConfigError(f'genjax has no experiment configs beside {_PACKAGE}; reinstall it '
                     '(pip install genjax-families) or give --config a path to a config file')
 
@@ -94,7 +90,6 @@ def check_variant(module, arg, label):
 
 def load_module(path):
   """The config file at `path` as a module (not registered in sys.modules)."""
-  make_importable()
   spec = importlib.util.spec_from_file_location('genjax_config', path)
   module = importlib.util.module_from_spec(spec)
   try:
@@ -106,21 +101,6 @@ def load_module(path):
     raise ConfigError(f'{path} defines no get_config(); a config file returns its ConfigDict '
                       'from get_config(arg)')
   return module
-
-
-def make_importable():
-  """Makes `import experiments` reach the shipped configs where nothing else
-  answers to that name (an installed genjax run from any directory); a checkout's
-  own experiments/ on the path is left as it is. For launchers: it changes
-  sys.modules."""
-  if 'experiments' in sys.modules or importlib.util.find_spec('experiments') is not None:
-    return
-  d = config_dir()
-  spec = importlib.util.spec_from_file_location(
-      'experiments', os.path.join(d, '__init__.py'), submodule_search_locations=[d])
-  module = importlib.util.module_from_spec(spec)
-  sys.modules['experiments'] = module
-  spec.loader.exec_module(module)
 
 
 def _safe_names():

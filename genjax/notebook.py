@@ -33,7 +33,7 @@ def config(name, steps=None, overrides='', evals=None):
   (None: the config's own length) with 'a.b=1;c=2' overrides applied; `evals`
   names the evaluators to keep (None: all of the config's)."""
   module, _, variant = name.partition(':')
-  get_config = importlib.import_module(f'experiments.{module}').get_config
+  get_config = importlib.import_module(f'genjax.experiments.{module}').get_config
   c = get_config((variant or 'digits') + (',smoke' if smoke() else ''))
   if steps and not smoke():
     c.train.num_steps = steps

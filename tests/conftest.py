@@ -37,7 +37,7 @@ def pytest_xdist_auto_num_workers(config):
 
 def tiny_ar_config(variant='digits'):
   """The experiment's config, shrunk so a step compiles and runs in a moment."""
-  from experiments import autoregressive  # pylint: disable=g-import-not-at-top
+  from genjax.experiments import autoregressive  # pylint: disable=g-import-not-at-top
   c = autoregressive.get_config(variant + ',smoke')
   c.train.num_steps = 6
   c.train.checkpoint_every = 3

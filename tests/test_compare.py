@@ -149,7 +149,7 @@ def _untimed(value):
 
 
 def test_a_slower_step_changes_neither_the_step_count_nor_the_metrics(tmp_path, monkeypatch):
-  from experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
+  from genjax.experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
   from genjax import parallel  # pylint: disable=g-import-not-at-top
   c = compare_config.get_config('digits,smoke')
   c.only = 'gan'

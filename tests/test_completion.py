@@ -3,7 +3,7 @@ prompting keeps what it is given, and its conditional NLL is the chain rule's.""
 import jax
 import numpy as np
 
-from experiments import autoregressive as ar_config
+from genjax.experiments import autoregressive as ar_config
 from genjax import families
 from genjax.data import Dataset
 

@@ -18,12 +18,12 @@ FAMILIES = tuple(families.REGISTRY)
 
 def config(name='autoregressive:digits'):
   module, variant = name.split(':')
-  return importlib.import_module(f'experiments.{module}').get_config(variant)
+  return importlib.import_module(f'genjax.experiments.{module}').get_config(variant)
 
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_every_shipped_config_passes(family):
-  module = importlib.import_module(f'experiments.{family}')
+  module = importlib.import_module(f'genjax.experiments.{family}')
   for variant in module.VARIANTS:
     for suffix in ('', ',smoke'):
       assert config_check.problems(module.get_config(variant + suffix)) == [], variant + suffix
@@ -104,7 +104,7 @@ def info(name, modality=None, shape=None):
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_every_shipped_config_fits_its_dataset(family):
-  module = importlib.import_module(f'experiments.{family}')
+  module = importlib.import_module(f'genjax.experiments.{family}')
   for variant in module.VARIANTS:
     for suffix in ('', ',smoke'):
       c = module.get_config(variant + suffix)

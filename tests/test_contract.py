@@ -20,7 +20,7 @@ DATA_KEY = {'image': 'image', 'text': 'tokens', 'points': 'x'}
 
 
 def smoke_config(name, evals=True):
-  module = importlib.import_module(f'experiments.{name}')
+  module = importlib.import_module(f'genjax.experiments.{name}')
   default = inspect.signature(module.get_config).parameters['arg'].default
   config = module.get_config(f'{default},smoke')
   assert config.family == name

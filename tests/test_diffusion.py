@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.scipy.special import ndtr
 
-from experiments import diffusion as diffusion_config
+from genjax.experiments import diffusion as diffusion_config
 from genjax import parallel
 from genjax.data import Dataset
 from genjax.families import diffusion

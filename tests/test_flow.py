@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import flow as flow_config
+from genjax.experiments import flow as flow_config
 from genjax import parallel
 from genjax.data.pipeline import DatasetInfo
 from genjax.evals.density import mixture_log_prob

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import cpu_devices
-from experiments import gan as gan_config
+from genjax.experiments import gan as gan_config
 from genjax import parallel
 from genjax.data import Dataset
 from genjax.evals import classifier

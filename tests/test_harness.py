@@ -14,7 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from experiments import common
+from genjax.experiments import common
 from genjax import families, run, writers
 from genjax import train as train_lib
 from genjax.evals import modes

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import masked_diffusion as md_config
+from genjax.experiments import masked_diffusion as md_config
 from genjax import families, parallel
 from genjax.data import Dataset
 from genjax.families import masked_diffusion as md

@@ -72,7 +72,7 @@ def test_first_cell_installs_genjax_beside_a_preinstalled_jax(tmp_path):
   subprocess.run(['git', 'clone', '-q', ROOT, str(repo)], check=True)
   env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
   env['GENJAX_REPO'] = f'file://{repo}'
-  check = ("\nimport jax; from experiments import diffusion; from genjax import notebook\n"
+  check = ("\nimport jax; from genjax.experiments import diffusion; from genjax import notebook\n"
            "print('jax', jax.__version__, diffusion.get_config('digits').family)")
   out = subprocess.run([python, '-c', cells.pop() + check], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=900)

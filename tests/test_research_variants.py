@@ -23,7 +23,7 @@ SHAPES = {'mnist': (28, 28, 1), 'cifar10': (32, 32, 3)}
 
 def _experiment(family):
   try:
-    return importlib.import_module(f'experiments.{family}')
+    return importlib.import_module(f'genjax.experiments.{family}')
   except ModuleNotFoundError:
     return None
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import vae as vae_config
+from genjax.experiments import vae as vae_config
 from genjax import parallel, run
 from genjax.data.pipeline import DatasetInfo
 from genjax.evals import anomaly
