@@ -13,8 +13,8 @@ from genjax import writers
 # Columns of the main table: (key, header, definition, format).
 COLUMNS = (
     ('bpd', 'test bits/dim', 'negative log-likelihood of the test split in bits per dimension: '
-     'exact, or an upper bound (a VAE\'s IWAE bound, diffusion\'s variational bound, a flow\'s '
-     'dequantised density on discrete pixels), as the likelihood column says; none for the GAN',
+     'exact, or an upper bound (a variational or importance-weighted bound, or a density of '
+     'dequantised pixels), as the likelihood column says; none for a family without one',
      '{:.3f}'),
     ('nll', 'test NLL (nats)', 'negative log-likelihood of a test point (2-D data: a density, '
      'so it can be negative); exact or a bound as the likelihood column says', '{:.3f}'),

@@ -332,7 +332,7 @@ class _Selector:
   'validation/bpd': each time the evaluator improves the metric, the state is
   saved under workdir/best; at the end the evaluators after it, the returned
   state and therefore samples see that state, not the last one. An
-  evaluator result without the metric (a GAN's validation has no bits/dim)
+  evaluator result without the metric (a model without a likelihood has no bits/dim)
   leaves the final model in place, with a note."""
 
   def __init__(self, ex, spec, write):

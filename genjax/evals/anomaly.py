@@ -1,7 +1,7 @@
 """Anomaly detection: ROC AUC of a family's per-example anomaly score, the test
 split (inliers) against out-of-distribution sets. Any family with
-`tools['score'](state, rng, batch) -> (B,)` (higher = more anomalous: a VAE's
-negative ELBO or IWAE bound, a flow's negative log-likelihood) can use it.
+`tools['score'](state, rng, batch) -> (B,)` (higher = more anomalous: a negative
+log-likelihood or its bound) can use it.
 
 Out-of-distribution sets, each as many examples as the inliers:
   noise      images: uniform random levels per subpixel; points: uniform over
@@ -9,7 +9,7 @@ Out-of-distribution sets, each as many examples as the inliers:
   inverted   images only: (num_levels - 1) - x
   class_<c>  the split's examples of class `held_out_label` (when >= 0), which are
              then not counted as inliers; meaningful for a model trained without
-             that class (the VAE's model.exclude_label)
+             that class (a config's model.exclude_label)
 
 Reports auc_<set> (0.5 = chance, 1 = every outlier scores above every inlier)
 and the mean score of each set.

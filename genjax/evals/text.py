@@ -5,8 +5,8 @@ a trained text model finds them.
   nll_per_byte(family, state, tokens)
                                  (N,) nats per byte that a text family gives each
                                  row (bytes 2.. given the first), through its own
-                                 eval_step: exact for an autoregressive model, a
-                                 bound for masked diffusion
+                                 eval_step: exact or a bound, as the family's
+                                 likelihood says
 """
 import ast
 
