@@ -29,17 +29,49 @@ Each entry of `families` runs `experiments/<family>.py` at `variant` (its
 block diffusion) with the comparison's seed, dataset and budget;
 `overrides` ('a.b=1;c=2') changes fields for the comparison only.
 """
+import importlib
+
 import ml_collections
 
+from genjax import families
 from genjax.experiments import common
 
 TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')
 VARIANTS = ('digits', 'digits_full') + TOY2D + ('pysrc', 'mnist', 'cifar10')
-IMAGE_FAMILIES = ('autoregressive', 'diffusion', 'gan', 'vae', 'flow')
+MODALITY = {'digits': 'image', 'digits_full': 'image', 'pysrc': 'text', 'mnist': 'image',
+            'cifar10': 'image', **{v: 'points' for v in TOY2D}}
+# What the comparison changes in a family's own config, by the data's modality:
+# every family samples unconditionally (diffusion without its class guidance) and
+# draws from its model (the VAE from its decoder, not the decoder's mean); the AR
+# model writes 60 bytes after 'def ', so every model's samples fill one window.
+OVERRIDES = {('image', 'diffusion'): 'sample.guidance=0.0',
+             ('image', 'vae'): 'sample.decode=draw',
+             ('text', 'autoregressive'): 'sample.length=60'}
 
 
 def _entry(variant, overrides='', family=''):
   return ml_collections.ConfigDict(dict(variant=variant, overrides=overrides, family=family))
+
+
+def _entries(c, variant):
+  """An entry for every registered family that models the variant's data, at
+  the variant of its own config of that name (for a 2-D mixture, its 'toy2d'
+  where it has no config of the mixture's name); the others go to c.missing
+  with the reason."""
+  modality = MODALITY[variant]
+  own_variant = 'digits' if variant == 'digits_full' else variant
+  for name in families.REGISTRY:
+    modalities = families.module(name).MODALITIES
+    if modality not in modalities:
+      c.missing[name] = f'it models {" and ".join(modalities)} data, not {modality}'
+      continue
+    own = getattr(importlib.import_module(f'genjax.experiments.{name}'), 'VARIANTS', ())
+    pick = next((v for v in (own_variant, 'toy2d' if modality == 'points' else None)
+                 if v in own), None)
+    if pick is None:
+      c.missing[name] = f'experiments/{name}.py has no {own_variant} variant'
+      continue
+    c.families[name] = _entry(pick, OVERRIDES.get((modality, name), ''))
 
 
 def get_config(arg='digits'):
@@ -74,13 +106,6 @@ def get_config(arg='digits'):
   c.cost = ml_collections.ConfigDict(dict(ddim_steps=(1, 2, 5, 10, 25), full_chain=False,
                                           text_steps=(8, 16, 32, 64), timing_batch=100))
   c.families = ml_collections.ConfigDict()
-  for name in IMAGE_FAMILIES:
-    c.families[name] = _entry('digits')
-  # Every family samples unconditionally (diffusion without its class guidance)
-  # and draws from its model (the VAE from its decoder, not the decoder's mean).
-  c.families.diffusion.overrides = 'sample.guidance=0.0'
-  c.families.vae.overrides = 'sample.decode=draw'
-
   if variant == 'digits_full':
     c.seeds = 3
     c.budget_flops *= 6
@@ -92,34 +117,20 @@ def get_config(arg='digits'):
     c.eval_batch_size = 0
     c.quality.num_samples = 2500  # the mode-coverage protocol's sample count
     c.cost.ddim_steps = (10, 50)
-    del c.families['autoregressive']
-    c.missing = ml_collections.ConfigDict(dict(
-        autoregressive='it models token sequences (text bytes, image pixels), not real-valued '
-                       '2-D points'))
-    for name, fam in c.families.items():
-      fam.variant = 'toy2d' if name == 'vae' else variant
-      fam.overrides = ''
   elif variant == 'pysrc':  # text: the AR LM against masked and block diffusion of bytes
     c.dataset = 'pysrc'
     c.budget_flops = 3.35e13  # the AR default's 8,000 steps
     c.eval_batch_size = 0
     c.quality.num_samples = 64
-    c.families = ml_collections.ConfigDict()
-    # The AR model writes 60 bytes after 'def ', so every model's samples fill one window.
-    c.families.autoregressive = _entry('pysrc', 'sample.length=60')
-    c.families.masked_diffusion = _entry('pysrc')
-    c.families.block_diffusion = _entry('pysrc_blocks', family='masked_diffusion')
-    c.missing = ml_collections.ConfigDict(dict(
-        diffusion='Gaussian diffusion, the GAN, the VAE and the flow model images and points; '
-                  'on bytes the diffusion family is masked_diffusion'))
   elif variant in ('mnist', 'cifar10'):  # research scale: needs internet and an accelerator
     c.dataset = variant
     c.budget_flops = 1e17
     c.cap_steps = True  # step costs differ 500-fold at these sizes
     c.eval_batch_size = 0
     c.quality.num_samples = 10_000
-    for fam in c.families.values():
-      fam.variant = variant
+  _entries(c, variant)
+  if variant == 'pysrc':  # block diffusion: a second config of masked diffusion
+    c.families.block_diffusion = _entry('pysrc_blocks', family='masked_diffusion')
   if smoke:
     c.budget_flops = 0.0  # each family's ',smoke' steps (the FLOPs are still counted)
     c.quality.num_samples = 16
