@@ -6,18 +6,18 @@ Model space: images map from levels 0..L-1 to [-1, 1]; points are divided by
 or, for images, per-pixel logits over the L levels (`'lattice'`, see
 `networks.lattice_x0`).
 
-Losses (`diffusion.loss`):
+Losses (`diffusion.loss`, `losses.train_loss`):
   'eps_mse'  DDPM's simple loss: ||eps - eps_hat||^2 with t uniform on 1..T.
   'vlb'      the bound's diffusion term itself, with t drawn in proportion to
              its fall in log-SNR (VDM's low-variance estimator); this is
              eps-MSE with t uniform in log-SNR, weighted to be the bound.
   'hybrid'   eps_mse + diffusion.hybrid_weight * vlb (two draws of t).
-The bound (eval 'nll', nats per example) is the discrete-time one over the
-T steps with the posterior's variance tilde beta_t in p(x_{t-1} | x_t):
-prior KL at T + diffusion terms t = 2..T + the discretised decoder at t = 1
-(Gaussian with std sqrt(beta_1) about x0_hat, integrated over each level's
-bin). It is for the unconditional model (the null label); 'nll_cond' is the
-class-conditional one.
+The bound (eval 'nll', nats per example; `losses.bound_terms`) is the
+discrete-time one over the T steps with the posterior's variance tilde beta_t
+in p(x_{t-1} | x_t): prior KL at T + diffusion terms t = 2..T + the
+discretised decoder at t = 1 (Gaussian with std sqrt(beta_1) about x0_hat,
+integrated over each level's bin). It is for the unconditional model (the null
+label); 'nll_cond' is the class-conditional one.
 """
 import functools
 
@@ -30,7 +30,7 @@ from genjax import optim
 from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.families.diffusion import figures as figures_lib
-from genjax.families.diffusion import networks, samplers, schedules
+from genjax.families.diffusion import losses, networks, samplers, schedules
 
 
 MODALITIES = ('image', 'points')
@@ -138,25 +138,18 @@ CLAIM = base.Claim('diffusion is slow: many network evaluations per sample', _ju
 
 
 def build(config, info):
-  m, d = config.model, config.diffusion
+  m, d, sc = config.model, config.diffusion, config.sample
   net = make_network(config, info)
   sched = schedules.Schedule.make(m.schedule, m.num_steps)
-  T = m.num_steps
-  num_classes = net.num_classes
+  T, num_classes = m.num_steps, net.num_classes
   null = num_classes  # the label of the unconditional model
   point_scale = d.get('point_scale', 1.0)
   is_image = info.modality == 'image'
   tx, lr_schedule = optim.make_optimizer(config.optim, config.train.num_steps)
-
-  def apply(params, z, t_N, label_N, train=False, rng=None):
-    """(x0_hat, eps_hat) at steps t_N."""
-    alpha, sigma = sched.alpha_sigma(t_N)
-    alpha, sigma = schedules._bcast(alpha, z), schedules._bcast(sigma, z)  # pylint: disable=protected-access
-    out = net.apply({'params': params}, z, t_N.astype(jnp.float32), label_N, train=train,
-                    rngs={'dropout': rng} if train else {})
-    if m.target == 'lattice':
-      out = networks.lattice_x0(out, z, alpha, sigma)
-    return schedules.predictions(m.target, out, z, alpha, sigma)
+  apply = functools.partial(losses.predict, net, sched, m.target)
+  proposal = schedules.log_snr_proposal(sched)
+  bound = functools.partial(losses.bound_terms, apply, sched, proposal, t_samples=d.eval_t_samples,
+                            num_levels=info.num_levels if is_image else 0, point_scale=point_scale)
 
   def init(rng, batch):
     x = to_model_space(batch, info, point_scale)[:1]
@@ -166,97 +159,35 @@ def build(config, info):
     return DiffusionState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=tx.init(params), ema_params=params)
 
-  def labels_of(batch, n):
-    return batch['label'].astype(jnp.int32) if num_classes else None
-
-  def eps_error(params, x0, t_B, eps, label, rng, train):
-    z = schedules.q_sample(sched, x0, t_B, eps)
-    _, eps_hat = apply(params, z, t_B, label, train, rng)
-    return jnp.square(eps - eps_hat).reshape(x0.shape[0], -1).sum(-1)  # (B,)
-
-  proposal = schedules.log_snr_proposal(sched)
-
-  def diffusion_term(params, x0, u_B, eps, label, rng, train):
-    """Unbiased estimate (B,) of sum_{t=2..T} KL_t, t drawn from the log-SNR proposal."""
-    t_B = schedules.sample_t(proposal, u_B)
-    w = schedules.diffusion_term_weight(sched, t_B) / proposal[t_B]
-    return w * eps_error(params, x0, t_B, eps, label, rng, train)
-
   def train_step(state, batch, rng):
     x0 = to_model_space(batch, info, point_scale)
-    B, D = x0.shape[0], int(np.prod(x0.shape[1:]))
-    keys, index, total = example_keys(rng, B)
-    k_t, k_eps, k_drop, k_t2, k_eps2 = [jax.random.fold_in(rng, i) for i in range(5)]
-    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-    u = schedules.stratified_uniform(k_t, index, total)
-    label = labels_of(batch, B)
+    keys, index, total = example_keys(rng, x0.shape[0])
+    label = batch['label'].astype(jnp.int32) if num_classes else None
     if label is not None:  # drop labels: one network is conditional and unconditional
       drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), d.p_uncond))(keys)
       label = jnp.where(drop, null, label)
-    dropout_rng = base.device_key(k_drop)
-
-    def loss_fn(params):
-      if d.loss in ('eps_mse', 'hybrid'):
-        t_B = 1 + jnp.minimum((u * T).astype(jnp.int32), T - 1)
-        loss = eps_error(params, x0, t_B, eps, label, dropout_rng, True).mean() / D
-      if d.loss in ('vlb', 'hybrid'):
-        if d.loss == 'hybrid':
-          u2 = schedules.stratified_uniform(k_t2, index, total)
-          eps2 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 3), x0.shape[1:]))(keys)
-        else:
-          u2, eps2 = u, eps
-        vlb = diffusion_term(params, x0, u2, eps2, label, dropout_rng, True).mean() / D
-        loss = vlb if d.loss == 'vlb' else loss + d.hybrid_weight * vlb
-      if d.loss not in ('eps_mse', 'vlb', 'hybrid'):
-        raise ConfigError(f"diffusion.loss must be 'eps_mse', 'vlb' or 'hybrid', got {d.loss!r}")
-      return loss
-
+    loss_fn = lambda p: losses.train_loss(apply, sched, proposal, p, x0, label, keys, index, total,
+                                          rng, kind=d.loss, hybrid_weight=d.hybrid_weight)
     params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
     ema_params = base.ema(state.ema_params, params, d.ema_decay, state.step)
     metrics['lr'] = lr_schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema_params), metrics
 
-  def bound_terms(params, x0, label, keys, index, total, rng):
-    """(prior, decoder, diffusion) nats per example (B,)."""
-    B = x0.shape[0]
-    K = d.eval_t_samples
-    prior = schedules.prior_kl(sched, x0)
-    eps1 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-    one = jnp.ones((B,), jnp.int32)
-    x0_hat, _ = apply(params, schedules.q_sample(sched, x0, one, eps1), one, label)
-    std = jnp.sqrt(sched.beta[1])
-    if is_image:
-      decoder = schedules.discretized_gaussian_nll(x0, x0_hat, std, info.num_levels)
-    else:  # a density of the data in its own units
-      decoder = schedules.gaussian_nll(x0, x0_hat, std) + x0[0].size * jnp.log(point_scale)
-    # K draws of t per example, stratified over all K * total of them.
-    u = schedules.stratified_uniform(rng, (index[None] * K + jnp.arange(K)[:, None]).reshape(-1),
-                                     total * K)
-    epsK = jax.vmap(lambda k: jax.random.normal(k, (K,) + x0.shape[1:]))(
-        jax.vmap(jax.random.fold_in, (0, None))(keys, 2))
-    epsK = jnp.swapaxes(epsK, 0, 1).reshape((K * B,) + x0.shape[1:])
-    rep = lambda a: None if a is None else jnp.tile(a, (K,) + (1,) * (a.ndim - 1))
-    diff = diffusion_term(params, rep(x0), u, epsK, rep(label), None, False)
-    return prior, decoder, diff.reshape(K, B).mean(0)
-
   def eval_step(state, batch, rng):
     x0 = to_model_space(batch, info, point_scale)
-    B = x0.shape[0]
-    mask = batch['mask'].astype(jnp.float32)
+    B, mask = x0.shape[0], batch['mask'].astype(jnp.float32)
     keys, index, total = example_keys(rng, B)
     null_label = jnp.full((B,), null, jnp.int32) if num_classes else None
-    prior, decoder, diff = bound_terms(state.ema_params, x0, null_label, keys, index, total, rng)
-    nll = prior + decoder + diff
-    sums = dict(nll=(nll * mask).sum(), nll_prior=(prior * mask).sum(),
+    prior, decoder, diff = bound(state.ema_params, x0, null_label, keys, index, total, rng)
+    sums = dict(nll=((prior + decoder + diff) * mask).sum(), nll_prior=(prior * mask).sum(),
                 nll_decoder=(decoder * mask).sum(), nll_diffusion=(diff * mask).sum(),
                 dims=mask.sum() * x0[0].size, examples=mask.sum())
     if num_classes and d.eval_conditional:
-      p, dec, df = bound_terms(state.ema_params, x0, labels_of(batch, B), keys, index, total, rng)
+      p, dec, df = bound(state.ema_params, x0, batch['label'].astype(jnp.int32), keys, index,
+                         total, rng)
       sums['nll_cond'] = ((p + dec + df) * mask).sum()
     return sums
-
-  sc = config.sample
 
   @functools.partial(jax.jit, static_argnames=('sampler', 'steps', 'scale', 'num', 'path'))
   def _generate(params, rng, label, sampler, steps, eta, scale, num, path=False):
