@@ -15,7 +15,8 @@ model.eval_k, 'nll_k<K>' for each smaller K in model.eval_ks, 'nll_k1' = -ELBO
 
 tools: 'figures' (reconstructions, prior samples, interpolations, latent map),
 'score' (per-example negative IWAE bound with K = model.score_k, the anomaly
-score), 'encode', 'decode', 'reconstruct'.
+score), 'encode', 'decode', 'reconstruct'. The objective is
+`objective.per_example_loss`.
 """
 import functools
 
@@ -26,8 +27,8 @@ import numpy as np
 from genjax import optim
 from genjax.families import base
 from genjax.families.vae import figures as figures_lib
-from genjax.families.vae.model import (VAE, decoder_draw, decoder_logprob, decoder_mean,
-                                       draw_eps, gaussian_kl, iwae_bounds, log_weights)
+from genjax.families.vae import objective
+from genjax.families.vae.model import VAE, decoder_draw, decoder_mean, gaussian_kl, iwae_bounds
 
 
 MODALITIES = ('image', 'points')
@@ -94,26 +95,6 @@ def build(config, info):
     params = jax.jit(functools.partial(model.init, train=False))(rng, x, z)['params']
     return base.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-  def per_example_loss(params, x, rng, beta):
-    """(loss, recon, kl), each (B,)."""
-    B = x.shape[0]
-    drop_rng = base.device_key(jax.random.fold_in(rng, 1))
-    mean, logvar = model.apply({'params': params}, x, True, method=model.encode,
-                               rngs={'dropout': jax.random.fold_in(drop_rng, 0)})
-    eps = draw_eps(base.example_keys(rng, B), 0, m.train_k, m.latent_dim)
-    kl = gaussian_kl(mean, logvar)
-    if m.train_k == 1:
-      z = mean + jnp.exp(0.5 * logvar) * eps[0]
-      out = model.apply({'params': params}, z, True, method=model.decode,
-                        rngs={'dropout': jax.random.fold_in(drop_rng, 1)})
-      recon = -decoder_logprob(model.likelihood, out, x, model.num_levels)
-      return recon + beta * kl, recon, kl
-    lw, logpx = log_weights(model, params, x, mean, logvar, eps, train=True,
-                            rng=jax.random.fold_in(drop_rng, 1))
-    lw = logpx + beta * (lw - logpx)  # scales log p(z) - log q(z|x)
-    loss = -(jax.nn.logsumexp(lw, axis=0) - jnp.log(m.train_k))
-    return loss, -logpx.mean(0), kl
-
   def train_step(state, batch, rng):
     x = data_of(batch)
     weight = jnp.ones(x.shape[0], jnp.float32)
@@ -127,7 +108,7 @@ def build(config, info):
     beta = m.beta * warm
 
     def loss_fn(params):
-      loss, recon, kl = per_example_loss(params, x, rng, beta)
+      loss, recon, kl = objective.per_example_loss(model, params, x, rng, beta, m.train_k)
       mean = lambda v: (v * weight).sum() / count
       return mean(loss), {'recon': mean(recon), 'kl': mean(kl), 'elbo': -mean(recon + kl)}
 
