@@ -9,6 +9,7 @@ their NLL, the log of the bin width included. Points (toy2d): a vector RealNVP
 (`model.VectorFlow`), no dequantisation, so the 'nll' is the exact continuous
 NLL (likelihood 'exact').
 
+The density and the NLL are `density.log_density` and `density.nll`.
 Sampling pushes z ~ N(0, T^2 I) through the inverse (T = sample.temperature).
 Tools: log_prob, score (anomaly), encode/decode (x -> z -> x), figures.
 """
@@ -20,6 +21,7 @@ import numpy as np
 
 from genjax import optim
 from genjax.families import base
+from genjax.families.flow import density
 from genjax.families.flow import figures as flow_figures
 from genjax.families.flow.model import ImageFlow, VectorFlow
 
@@ -40,8 +42,6 @@ def data_problems(config, info, num_devices=1):
             f'multiples of {2 ** levels}; {info.name!r} images are {H}x{W}']
   return []
 
-LOG_2PI = float(np.log(2 * np.pi))
-
 
 def make_model(m, info):
   if info.modality == 'image':
@@ -51,44 +51,22 @@ def make_model(m, info):
   return VectorFlow(steps=m.steps, hidden=m.hidden, depth=m.depth)  # points
 
 
-def std_normal_logpdf(z_BxD):
-  return -0.5 * (jnp.sum(z_BxD ** 2, -1) + z_BxD.shape[-1] * LOG_2PI)
-
-
 def build(config, info):
   model = make_model(config.model, info)
   tx, schedule = optim.make_optimizer(config.optim, config.train.num_steps)
   is_image = info.modality == 'image'
   D = int(np.prod(info.shape))
   L = info.num_levels
-  # log of the bin width: p_v(v) = p_y(v / L) / L^D for v = x + u in [0, L)^D.
-  log_bin = D * float(np.log(L)) if is_image else 0.0
+  levels = L if is_image else 0  # images are dequantised; points go in as they are
+  log_density = functools.partial(density.log_density, model, num_levels=levels)
+  nll = functools.partial(density.nll, model, num_levels=levels)
 
   def forward(params, y):
     return model.apply({'params': params}, y, method=model.forward)
 
-  def log_density(params, v):
-    """log p(v) for data-space points (images: dequantised values in [0, L))."""
-    y = v / L if is_image else v
-    z, log_det = forward(params, y)
-    return std_normal_logpdf(z) + log_det - log_bin
-
-  def dequantise(batch, rng):
-    if not is_image:
-      return batch['x'].astype(jnp.float32)
-    x = batch['image'].astype(jnp.float32)
-    # One key per example (by its index in the global batch), so that the
-    # noise does not depend on how the batch is split over devices.
-    keys = base.example_keys(rng, x.shape[0])
-    return x + jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:]))(keys)
-
-  def nll(params, batch, rng):
-    """(B,) NLL in nats: exact for points, the dequantised bound for images."""
-    return -log_density(params, dequantise(batch, rng))
-
   def init(rng, batch):
     k_noise, k_params = jax.random.split(rng)
-    v = dequantise(batch, k_noise)
+    v = density.dequantise(batch, k_noise, levels)
     y = v / L if is_image else v
     # ActNorm layers initialise from this batch (data-dependent init).
     params = jax.jit(functools.partial(model.init, method=model.forward))(k_params, y)['params']
