@@ -17,7 +17,8 @@ discrete-time one over the T steps with the posterior's variance tilde beta_t
 in p(x_{t-1} | x_t): prior KL at T + diffusion terms t = 2..T + the
 discretised decoder at t = 1 (Gaussian with std sqrt(beta_1) about x0_hat,
 integrated over each level's bin). It is for the unconditional model (the null
-label); 'nll_cond' is the class-conditional one.
+label); 'nll_cond' is the class-conditional one. tools['complete'] fills
+missing pixels of images by inpainting.
 """
 import functools
 
@@ -234,8 +235,19 @@ def build(config, info):
   tools = dict(apply=apply, schedule=sched, nfe=nfe, generate=_generate, to_output=to_output,
                network_evals=nfe(sc.sampler), sampler_settings=sampler_settings, claim=CLAIM)
   if is_image:
-    tools['figures'] = figures_lib.make(config, info, apply, sched, _generate, to_output, nfe,
-                                        sample_labels, num_classes, null)
+    figures = figures_lib.make(config, info, apply, sched, _generate, to_output, nfe,
+                               sample_labels, num_classes, null)
+
+    def complete(state, rng, images, known_mask):
+      """Fills the pixels where `known_mask` is False: DDPM inpainting over all T steps
+      with the unconditional model (the null label, guidance scale 0), the known
+      pixels re-imposed from q(x_t | x_0) at every step (`samplers.ddpm`); the
+      result is rounded to the grey levels."""
+      filled = figures.inpaint(state.ema_params, rng, images, known_mask,
+                               label=np.zeros(len(images), np.int32), scale=0.0)
+      return np.clip(np.round(filled), 0, info.num_levels - 1)
+
+    tools.update(figures=figures, complete=complete)
   return base.Family(name='diffusion', init=init, train_step=train_step, eval_step=eval_step,
                      sample=sample, likelihood='bound', state_fields=('model',),
                      advice='lower optim.lr, raise optim.warmup_steps, or use diffusion.loss='

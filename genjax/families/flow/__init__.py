@@ -11,13 +11,15 @@ NLL (likelihood 'exact').
 
 The density and the NLL are `density.log_density` and `density.nll`.
 Sampling pushes z ~ N(0, T^2 I) through the inverse (T = sample.temperature).
-Tools: log_prob, score (anomaly), encode/decode (x -> z -> x), figures.
+Tools: log_prob, score (anomaly), encode/decode (x -> z -> x), figures, and for
+images complete (missing pixels by gradient ascent on the log-density).
 """
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from genjax import optim
 from genjax.families import base
@@ -49,6 +51,38 @@ def make_model(m, info):
                      checkerboard_steps=m.checkerboard_steps, hidden=m.hidden,
                      num_blocks=m.num_blocks, alpha=m.alpha)
   return VectorFlow(steps=m.steps, hidden=m.hidden, depth=m.depth)  # points
+
+
+def complete_by_ascent(forward, rng, images, known_mask, num_levels, steps=200, lr=0.05):
+  """Images with the pixels where `known_mask` is False filled by gradient ascent
+  on the flow's log-density over those pixels only: their dequantised values
+  start from noise (kept in (0, L) by a sigmoid), the known ones sit at the
+  middle of their bins; `steps` Adam steps at `lr`, then each filled value is
+  rounded down to its grey level. `forward(y) -> (z, log_det)` is the flow on
+  model-space inputs y = v / L."""
+  known = jnp.asarray(images, jnp.float32) + 0.5
+  m = jnp.asarray(known_mask)
+
+  def neg_log_density(free):
+    v = jnp.where(m, known, num_levels * jax.nn.sigmoid(free))
+    z, log_det = forward(v / num_levels)
+    z = z.reshape(z.shape[0], -1)
+    return -jnp.sum(-0.5 * z ** 2, axis=-1).sum() - jnp.sum(log_det)
+
+  tx = optax.adam(lr)
+  free = jax.random.normal(rng, images.shape)
+  opt = tx.init(free)
+
+  @jax.jit
+  def step(free, opt):
+    grads = jax.grad(neg_log_density)(free)
+    updates, opt = tx.update(grads, opt)
+    return optax.apply_updates(free, updates), opt
+
+  for _ in range(steps):
+    free, opt = step(free, opt)
+  v = np.asarray(num_levels * jax.nn.sigmoid(free))
+  return np.where(known_mask, images, np.clip(np.floor(v), 0, num_levels - 1))
 
 
 def build(config, info):
@@ -122,6 +156,12 @@ def build(config, info):
       # (z, log|det dz/dy|) of model-space inputs y (images: v / num_levels).
       'forward': lambda state, y: forward(state.params, jnp.asarray(y, jnp.float32)),
   }
+  if is_image:
+    def complete(state, rng, images, known_mask):
+      """The pixels where `known_mask` is False, filled by `complete_by_ascent`."""
+      return complete_by_ascent(functools.partial(forward, state.params), rng, images,
+                                known_mask, L)
+    tools['complete'] = complete
   tools['network_evals'] = 1  # a sample is one inverse pass of the flow
   tools['figures'] = functools.partial(flow_figures.make, tools=tools, draw=draw, info=info,
                                        temperatures=tuple(config.sample.figure_temperatures))

@@ -15,8 +15,8 @@ model.eval_k, 'nll_k<K>' for each smaller K in model.eval_ks, 'nll_k1' = -ELBO
 
 tools: 'figures' (reconstructions, prior samples, interpolations, latent map),
 'score' (per-example negative IWAE bound with K = model.score_k, the anomaly
-score), 'encode', 'decode', 'reconstruct'. The objective is
-`objective.per_example_loss`.
+score), 'encode', 'decode', 'reconstruct', and for images 'complete' (missing
+pixels by pseudo-Gibbs imputation). The objective is `objective.per_example_loss`.
 """
 import functools
 
@@ -79,6 +79,24 @@ def _judge_blurry(table, data):
 
 
 CLAIM = base.Claim('VAEs are blurry', _judge_blurry)
+
+
+def pseudo_gibbs(encode, decode, rng, images, known_mask, num_levels, rounds=50):
+  """Images with the pixels where `known_mask` is False imputed by pseudo-Gibbs
+  sampling (Rezende et al. 2014, appendix F): from uniform noise, `rounds` times
+  encode, draw z ~ q(z|x), decode, and put the known pixels back; the last round
+  decodes the mean, rounded to the grey levels. `encode(x) -> (mean, logvar)`,
+  `decode(z, rng, how)` with how 'mean' or None (the config's default)."""
+  x = np.where(known_mask, images,
+               np.asarray(jax.random.uniform(rng, images.shape)) * float(num_levels - 1))
+  for i in range(rounds):
+    last = i == rounds - 1
+    mean, logvar = encode(x)
+    eps = np.asarray(jax.random.normal(jax.random.fold_in(rng, i), mean.shape))
+    z = mean + np.exp(0.5 * logvar) * eps
+    x_new = decode(z, jax.random.fold_in(rng, 1000 + i), 'mean' if last else None)
+    x = np.where(known_mask, images, x_new)
+  return np.clip(np.round(x), 0, num_levels - 1)
 
 
 def build(config, info):
@@ -195,6 +213,12 @@ def build(config, info):
   # network_evals: a sample is one decoder pass.
   tools = dict(encode=encode, decode=decode, reconstruct=reconstruct, score=score, network_evals=1,
                sampler_settings=sampler_settings, claim=CLAIM)
+  if info.modality == 'image':
+    def complete(state, rng, images, known_mask):
+      """The pixels where `known_mask` is False, imputed by `pseudo_gibbs`."""
+      return pseudo_gibbs(functools.partial(encode, state), functools.partial(decode, state), rng,
+                          images, known_mask, info.num_levels)
+    tools['complete'] = complete
   tools['figures'] = functools.partial(figures_lib.make_figures, tools, info, config)
   return base.Family(name='vae', init=init, train_step=train_step, eval_step=eval_step,
                      sample=sample, likelihood='bound', headline='loss',
