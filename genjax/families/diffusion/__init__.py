@@ -31,7 +31,7 @@ from genjax import optim
 from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.families.diffusion import figures as figures_lib
-from genjax.families.diffusion import losses, networks, samplers, schedules
+from genjax.families.diffusion import losses, networks, sampling, schedules
 
 
 MODALITIES = ('image', 'points')
@@ -139,10 +139,10 @@ CLAIM = base.Claim('diffusion is slow: many network evaluations per sample', _ju
 
 
 def build(config, info):
-  m, d, sc = config.model, config.diffusion, config.sample
+  m, d = config.model, config.diffusion
   net = make_network(config, info)
   sched = schedules.Schedule.make(m.schedule, m.num_steps)
-  T, num_classes = m.num_steps, net.num_classes
+  num_classes = net.num_classes
   null = num_classes  # the label of the unconditional model
   point_scale = d.get('point_scale', 1.0)
   is_image = info.modality == 'image'
@@ -190,53 +190,14 @@ def build(config, info):
       sums['nll_cond'] = ((p + dec + df) * mask).sum()
     return sums
 
-  @functools.partial(jax.jit, static_argnames=('sampler', 'steps', 'scale', 'num', 'path'))
-  def _generate(params, rng, label, sampler, steps, eta, scale, num, path=False):
-    predict, _ = samplers.guided(apply, params, label, scale, num_classes, null)
-    k_init, k_run = jax.random.split(rng)
-    z = jax.random.normal(k_init, (num,) + tuple(info.shape))
-    if sampler == 'ddpm':
-      return samplers.ddpm(predict, sched, z, k_run, sc.variance, sc.clip and is_image, path=path)
-    ts = samplers.ddim_timesteps(T, steps)
-    return samplers.ddim(predict, sched, z, k_run, ts, eta, sc.clip and is_image, path=path)
-
-  def to_output(x):
-    x = np.asarray(x)
-    if is_image:
-      return np.clip((x + 1.0) * 0.5 * (info.num_levels - 1), 0, info.num_levels - 1)
-    return x * point_scale
-
-  def sample_labels(num):
-    return jnp.arange(num, dtype=jnp.int32) % num_classes if num_classes else None
-
-  def sample(state, rng, num_samples, sampler=None, steps=None, scale=None):
-    label = sample_labels(num_samples)
-    sampler = sampler or sc.sampler
-    steps = T if sampler == 'ddpm' else (steps or sc.ddim_steps)
-    x = _generate(state.ema_params, rng, label, sampler, steps,
-                  sc.eta, sc.guidance if scale is None else scale, num_samples)
-    out = {'image' if is_image else 'x': to_output(x)}
-    if num_classes:
-      out['label'] = np.asarray(label)
-    return out
-
-  def nfe(sampler, steps=None, scale=None):
-    scale = sc.guidance if scale is None else scale
-    passes = 2 if num_classes and scale not in (0, 1) else 1
-    return samplers.num_function_evals(sampler, sched, steps or sc.ddim_steps, passes)
-
+  gen = sampling.make(config, info, apply, sched, num_classes, null, point_scale)
   # network_evals: what `sample` spends per sample (2 passes per step when guided).
-  def sampler_settings(ddim_steps=(10, 50), full_chain=True):
-    """(label, `sample` keyword arguments, network evaluations per sample) for DDIM at
-    each step count and, with full_chain, DDPM over all T steps."""
-    out = [(f'DDIM {n}', dict(sampler='ddim', steps=n), nfe('ddim', n)) for n in ddim_steps]
-    return out + ([(f'DDPM {T}', dict(sampler='ddpm'), nfe('ddpm'))] if full_chain else [])
-
-  tools = dict(apply=apply, schedule=sched, nfe=nfe, generate=_generate, to_output=to_output,
-               network_evals=nfe(sc.sampler), sampler_settings=sampler_settings, claim=CLAIM)
+  tools = dict(apply=apply, schedule=sched, nfe=gen.nfe, generate=gen.generate,
+               to_output=gen.to_output, network_evals=gen.nfe(config.sample.sampler),
+               sampler_settings=gen.sampler_settings, claim=CLAIM)
   if is_image:
-    figures = figures_lib.make(config, info, apply, sched, _generate, to_output, nfe,
-                               sample_labels, num_classes, null)
+    figures = figures_lib.make(config, info, apply, sched, gen.generate, gen.to_output, gen.nfe,
+                               gen.sample_labels, num_classes, null)
 
     def complete(state, rng, images, known_mask):
       """Fills the pixels where `known_mask` is False: DDPM inpainting over all T steps
@@ -249,6 +210,6 @@ def build(config, info):
 
     tools.update(figures=figures, complete=complete)
   return base.Family(name='diffusion', init=init, train_step=train_step, eval_step=eval_step,
-                     sample=sample, likelihood='bound', state_fields=('model',),
+                     sample=gen.sample, likelihood='bound', state_fields=('model',),
                      advice='lower optim.lr, raise optim.warmup_steps, or use diffusion.loss='
                             "'eps_mse'", tools=tools)

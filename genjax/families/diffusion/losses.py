@@ -72,7 +72,8 @@ def train_loss(apply, sched, proposal, params, x0, label, keys, index, total, rn
   if kind == 'eps_mse':
     return loss
   if kind == 'hybrid':
-    u, eps = schedules.stratified_uniform(k_t2, index, total), example_normals(keys, 3, x0.shape[1:])
+    u = schedules.stratified_uniform(k_t2, index, total)
+    eps = example_normals(keys, 3, x0.shape[1:])
   vlb = diffusion_term(apply, sched, proposal, params, x0, u, eps, label, dropout_rng,
                        True).mean() / D
   return vlb if kind == 'vlb' else loss + hybrid_weight * vlb
