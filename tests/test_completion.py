@@ -1,7 +1,11 @@
 """Completion of the bottom half of digits (genjax.completion): the AR model's
-prompting keeps what it is given, and its conditional NLL is the chain rule's."""
+prompting keeps what it is given, and its conditional NLL is the chain rule's; every
+family's completion tool keeps the given pixels."""
+import importlib
+
 import jax
 import numpy as np
+import pytest
 
 from genjax.experiments import autoregressive as ar_config
 from genjax import families
@@ -15,16 +19,61 @@ def test_ar_completion_keeps_the_given_pixels_and_scores_the_rest_exactly():
   state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
   images = np.asarray(data.train_batch(1)['image'][:6])
   known = 32  # the top 4 rows of 8
-  out = family.tools['complete'](state, jax.random.PRNGKey(1), images, known)
+  mask = np.zeros(images.shape, bool)
+  mask[:, :4] = True
+  out = family.tools['complete'](state, jax.random.PRNGKey(1), images, mask)
   assert out.shape == images.shape and out.dtype == images.dtype
   flat_in, flat_out = images.reshape(6, -1), out.reshape(6, -1)
   np.testing.assert_array_equal(flat_out[:, :known], flat_in[:, :known])
   assert np.all(flat_out < data.info.num_levels)
   assert not np.array_equal(flat_out[:, known:], flat_in[:, known:])  # it did draw the rest
   # NLL(bottom | top) + NLL(top) = NLL(image): the conditional is the chain rule's tail.
-  whole = family.tools['conditional_nll'](state, images, 0)
-  top_and_bottom = family.tools['conditional_nll'](state, images, known)
+  whole = family.tools['conditional_nll'](state, images, np.zeros(images.shape, bool))
+  top_and_bottom = family.tools['conditional_nll'](state, images, mask)
   head = whole - top_and_bottom
   assert np.all(head > 0) and np.all(top_and_bottom > 0)
   eval_sums = family.eval_step(state, {'image': images, 'mask': np.ones(6, bool)}, None)
   np.testing.assert_allclose(whole.sum(), float(eval_sums['nll']), rtol=1e-5)
+
+
+def test_ar_completion_refuses_a_mask_that_is_not_a_raster_prefix():
+  config = ar_config.get_config('digits,smoke')
+  data = Dataset(config.data, seed=0)
+  family = families.build(config, data.info)
+  state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
+  images = np.asarray(data.train_batch(1)['image'][:2])
+  left_half = np.zeros(images.shape, bool)
+  left_half[:, :, :4] = True
+  ragged = np.zeros(images.shape, bool)
+  ragged[0, :4] = True
+  ragged[1, :3] = True
+  for mask in (left_half, ragged):
+    for call in (lambda m: family.tools['complete'](state, jax.random.PRNGKey(1), images, m),
+                 lambda m: family.tools['conditional_nll'](state, images, m)):
+      with pytest.raises(ValueError, match='raster order'):
+        call(mask)
+
+
+def test_completion_takes_every_image_family_that_offers_the_tool():
+  from genjax.experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
+  from genjax import completion  # pylint: disable=g-import-not-at-top
+  names = list(completion.completers(compare_config.get_config('digits,smoke')))
+  assert names == ['autoregressive', 'diffusion', 'flow', 'vae']  # the GAN has no 'complete'
+
+
+@pytest.mark.parametrize('name', ['diffusion', 'vae', 'flow'])
+def test_complete_keeps_the_given_pixels_and_fills_the_rest_with_levels(name):
+  """The common signature: complete(state, rng, images, known_mask) -> images."""
+  config = importlib.import_module(f'genjax.experiments.{name}').get_config('digits,smoke')
+  data = Dataset(config.data, seed=0)
+  family = families.build(config, data.info)
+  state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
+  images = np.asarray(data.train_batch(1)['image'][:4], np.float32)
+  mask = np.zeros(images.shape, bool)
+  mask[:, :, :3] = True  # the left 3 columns: any mask, not only a raster-order prefix
+  out = family.tools['complete'](state, jax.random.PRNGKey(1), images, mask)
+  assert out.shape == images.shape
+  np.testing.assert_array_equal(out[mask], images[mask])
+  levels = data.info.num_levels
+  assert np.all(out == np.round(out)) and out.min() >= 0 and out.max() <= levels - 1
+  assert not np.array_equal(out[~mask], images[~mask])

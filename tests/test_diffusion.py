@@ -11,8 +11,9 @@ from jax.scipy.special import ndtr
 from genjax.experiments import diffusion as diffusion_config
 from genjax import parallel
 from genjax.data import Dataset
-from genjax.families import diffusion
-from genjax.families.diffusion import networks, samplers, schedules
+from genjax.errors import ConfigError
+from genjax.families import base, diffusion
+from genjax.families.diffusion import losses, networks, samplers, schedules
 
 
 @pytest.mark.parametrize('name', ['linear', 'cosine'])
@@ -91,6 +92,119 @@ def test_log_snr_proposal_estimate_is_unbiased():
   # Inverse-CDF draws at evenly spaced uniforms reproduce p.
   draws = schedules.sample_t(p, (jnp.arange(100000) + 0.5) / 100000)
   np.testing.assert_allclose(jnp.bincount(draws, length=1001) / 100000, p, atol=2e-5)
+
+
+def constant_denoiser(sched, c):
+  """`apply` of a denoiser that says x0 = c for each example whatever z (c is tiled
+  over a batch that repeats the examples, as the bound's draws of t do)."""
+  def apply(params, z, t_N, label, train=False, rng=None):
+    del params, label, train, rng
+    alpha, sigma = sched.alpha_sigma(t_N)
+    alpha, sigma = schedules._bcast(alpha, z), schedules._bcast(sigma, z)  # pylint: disable=protected-access
+    x0 = jnp.tile(c, (z.shape[0] // c.shape[0],) + (1,) * (c.ndim - 1))
+    return x0, (z - alpha * x0) / sigma
+  return apply
+
+
+def short_schedule(T=20):
+  """(schedule, betas (T,) float64) that stops at alpha_bar_T ~ 0.5, so that every
+  term of the bound is sizeable."""
+  beta = np.linspace(0.02, 0.05, T)
+  b = np.concatenate([[0.0], beta])
+  ab = np.cumprod(1.0 - b)
+  with np.errstate(divide='ignore'):
+    log_snr = np.log(ab) - np.log1p(-ab)
+  return schedules.Schedule(*(jnp.asarray(a, jnp.float32) for a in (b, ab, log_snr))), beta
+
+
+def closed_form(beta, x0, c):
+  """By hand in float64, for the denoiser x0_hat = c and betas (T,): the prior KL
+  (B,), the SNR table (T+1,), and sum_{t=2..T} KL(q(x_{t-1}|x_t,x_0) ||
+  p(x_{t-1}|x_t)) (B,): both Gaussians have the posterior's variance, and their
+  means differ by c0_t (x0 - c) whatever x_t."""
+  T = len(beta)
+  beta = np.concatenate([[0.0], beta])
+  ab = np.cumprod(1.0 - beta)
+  x0, c = np.asarray(x0, np.float64), np.asarray(c, np.float64)
+  per = lambda a: a.reshape(len(a), -1).sum(-1)
+  prior = per(0.5 * (1 - ab[T] + ab[T] * x0 ** 2 - 1 - np.log(1 - ab[T])))
+  t = np.arange(2, T + 1)
+  c0 = np.sqrt(ab[t - 1]) * beta[t] / (1 - ab[t])
+  var = beta[t] * (1 - ab[t - 1]) / (1 - ab[t])
+  diffusion_kl = (c0 ** 2 / (2 * var)).sum() * per((x0 - c) ** 2)
+  with np.errstate(divide='ignore'):
+    snr = ab / (1 - ab)
+  return prior, snr, diffusion_kl
+
+
+def test_eps_error_of_a_constant_denoiser_is_the_snr_times_the_x0_error():
+  """eps - eps_hat = (alpha / sigma)(c - x0) for x0_hat = c, whatever the noise."""
+  sched, beta = short_schedule()
+  x0 = jnp.array([[0.5, -0.3], [0.0, 1.0], [-1.0, 0.2]])
+  c = jnp.array([[0.1, 0.1], [0.3, 0.9], [-0.5, 0.0]])
+  t = jnp.array([1, 7, 20])
+  eps = jax.random.normal(jax.random.PRNGKey(0), x0.shape)
+  got = losses.eps_error(constant_denoiser(sched, c), sched, None, x0, t, eps, None)
+  _, snr, _ = closed_form(beta, x0, c)
+  np.testing.assert_allclose(got, snr[np.asarray(t)] * ((x0 - c) ** 2).sum(-1), rtol=1e-4)
+
+
+def test_bound_terms_match_the_closed_form():
+  """prior: the KL of Gaussians; decoder: the Gaussian's mass on each level's bin
+  (normal CDFs); diffusion: the sum of the T - 1 KLs, estimated from draws of t."""
+  from scipy.special import ndtr as ndtr64  # pylint: disable=g-import-not-at-top
+  L, K = 5, 2000
+  sched, beta = short_schedule()
+  proposal = schedules.log_snr_proposal(sched)
+  x0 = jnp.array([-1.0, -0.5, 0.0, 0.5, 1.0, 0.5, 0.0, -0.5]).reshape(2, 2, 2, 1)
+  c = x0 + jnp.array([0.05, -0.1, 0.08, 0.02, -0.06, 0.1, -0.03, 0.0]).reshape(2, 2, 2, 1)
+  keys = base.example_keys(jax.random.PRNGKey(1), 2)
+  index = jnp.arange(2)
+  prior_want, _, diff_want = closed_form(beta, x0, c)
+  apply = constant_denoiser(sched, c)
+  prior, decoder, diff = losses.bound_terms(apply, sched, proposal, None, x0, None, keys, index,
+                                            2, jax.random.PRNGKey(2), t_samples=K, num_levels=L)
+  np.testing.assert_allclose(prior, prior_want, rtol=1e-4)
+  # The 2 x 2000 draws of t are stratified over both examples together, so it is
+  # their mean of the diffusion term per unit of ||x0 - c||^2 that is close to exact.
+  d2 = np.asarray(((x0 - c) ** 2).reshape(2, -1).sum(-1), np.float64)
+  np.testing.assert_allclose(np.mean(diff / d2), np.mean(diff_want / d2), rtol=1e-2)
+  # The decoder at t = 1: N(c, beta_1) integrated over [x - h, x + h], the end bins unbounded.
+  s, h = np.sqrt(beta[0]), 1.0 / (L - 1)
+  x, m = np.asarray(x0, np.float64), np.asarray(c, np.float64)
+  p = ndtr64((x + h - m) / s) - ndtr64((x - h - m) / s)
+  p = np.where(x == -1, ndtr64((x + h - m) / s), np.where(x == 1, 1 - ndtr64((x - h - m) / s), p))
+  np.testing.assert_allclose(decoder, -np.log(p).reshape(2, -1).sum(-1), rtol=1e-4)
+  # Points: a Gaussian density of the data in its own units, x = point_scale * x0.
+  _, decoder, _ = losses.bound_terms(apply, sched, proposal, None, x0, None, keys, index, 2,
+                                     jax.random.PRNGKey(2), t_samples=1, num_levels=0,
+                                     point_scale=2.0)
+  want = 0.5 * ((x - m) / s) ** 2 + np.log(s) + 0.5 * np.log(2 * np.pi) + np.log(2.0)
+  np.testing.assert_allclose(decoder, want.reshape(2, -1).sum(-1), rtol=1e-4)
+
+
+def test_train_losses_estimate_their_closed_forms():
+  """Over 4000 copies of one example (t stratified over them): 'eps_mse' is the mean
+  over t = 1..T of SNR_t ||x0 - c||^2, 'vlb' the sum of the bound's KLs, 'hybrid'
+  the first plus hybrid_weight times the second; all per dimension."""
+  B = 4000
+  sched, beta = short_schedule()
+  proposal = schedules.log_snr_proposal(sched)
+  x0 = jnp.tile(jnp.array([[0.4, -0.2, 0.9]]), (B, 1))
+  c = jnp.tile(jnp.array([[0.3, 0.0, 0.8]]), (B, 1))
+  _, snr, diff = closed_form(beta, x0[:1], c[:1])
+  d2 = float(((x0[0] - c[0]) ** 2).sum())
+  want = {'eps_mse': snr[1:].mean() * d2 / 3, 'vlb': diff[0] / 3}
+  want['hybrid'] = want['eps_mse'] + 0.5 * want['vlb']
+  keys = base.example_keys(jax.random.PRNGKey(3), B)
+  for kind, value in want.items():
+    got = losses.train_loss(constant_denoiser(sched, c), sched, proposal, None, x0, None, keys,
+                            jnp.arange(B), B, jax.random.PRNGKey(4), kind=kind,
+                            hybrid_weight=0.5)
+    np.testing.assert_allclose(got, value, rtol=2e-2, err_msg=kind)
+  with pytest.raises(ConfigError, match='diffusion.loss'):
+    losses.train_loss(constant_denoiser(sched, c), sched, proposal, None, x0, None, keys,
+                      jnp.arange(B), B, jax.random.PRNGKey(4), kind='mse')
 
 
 def test_discretized_decoder_sums_to_one_and_matches_cdf():

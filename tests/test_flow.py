@@ -12,7 +12,7 @@ from genjax import parallel
 from genjax.data.pipeline import DatasetInfo
 from genjax.evals.density import mixture_log_prob
 from genjax.families import flow
-from genjax.families.flow import layers, model as flow_model
+from genjax.families.flow import density, layers, model as flow_model
 
 IMAGE = (2, 4, 4, 2)  # B, H, W, C: small enough for a full Jacobian
 TINY_NET = functools.partial(layers.ConvNet, hidden=8)
@@ -65,6 +65,41 @@ def test_inverts_and_log_det_equals_log_abs_det_jacobian(name):
   for i in range(shape[0]):
     _, expected = np.linalg.slogdet(jac[i, :, i])
     np.testing.assert_allclose(log_det[i], expected, atol=1e-3, rtol=1e-4)
+
+
+def _change_of_variables_nll(forward, x):
+  """-log N(z; 0, I) - log|det dz/dx| per example, the Jacobian by jax.jacfwd (float64)."""
+  z = np.asarray(forward(x), np.float64).reshape(x.shape[0], -1)
+  D = z.shape[1]
+  jac = np.asarray(jax.jit(jax.jacfwd(lambda x: forward(x).reshape(x.shape[0], -1)))(x),
+                   np.float64)
+  jac = jac.reshape(x.shape[0], D, x.shape[0], D)
+  log_det = np.array([np.linalg.slogdet(jac[i, :, i])[1] for i in range(x.shape[0])])
+  return 0.5 * (z ** 2).sum(1) + 0.5 * D * np.log(2 * np.pi) - log_det
+
+
+def test_nll_of_points_is_the_change_of_variables():
+  model = flow_model.VectorFlow(steps=3, hidden=8, depth=1)
+  params, x = init_perturbed(model, (3, 5))
+  got = density.nll(model, params['params'], {'x': x}, jax.random.PRNGKey(0))
+  forward = lambda x: model.apply(params, x, method=model.forward)[0]
+  np.testing.assert_allclose(got, _change_of_variables_nll(forward, x), rtol=1e-4, atol=1e-3)
+
+
+def test_nll_of_images_is_the_change_of_variables_of_the_dequantised_pixels():
+  """On v = x + u: -log p(v) = -log N(z) - log|det dz/dv|, whose Jacobian is taken
+  with respect to v itself, so the 1/L of y = v / L (the bin width) is in it."""
+  L = 5
+  model = flow_model.ImageFlow(shape=(4, 4, 2), levels=2, steps=1, checkerboard_steps=1, hidden=8)
+  params, _ = init_perturbed(model, IMAGE)
+  images = np.random.default_rng(0).integers(0, L, IMAGE).astype(np.uint8)
+  rng = jax.random.PRNGKey(4)
+  v = np.asarray(density.dequantise({'image': images}, rng, L))
+  assert np.all((v >= images) & (v < images + 1.0)) and np.all(v - images > 0)
+  got = density.nll(model, params['params'], {'image': images}, rng, L)
+  forward = lambda v: model.apply(params, v / L, method=model.forward)[0]
+  np.testing.assert_allclose(got, _change_of_variables_nll(forward, jnp.asarray(v)), rtol=1e-4,
+                             atol=1e-3)
 
 
 @pytest.mark.parametrize('shape', [(64, 4, 4, 3), (256, 3)])

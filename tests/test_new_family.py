@@ -131,3 +131,9 @@ def test_the_comparison_trains_and_measures_the_new_family(pixels, tmp_path):
 def test_notebooks_expect_the_new_family(pixels):
   from tests import test_notebooks  # pylint: disable=g-import-not-at-top
   assert 'pixels' in test_notebooks.expected_notebooks()
+
+
+def test_completion_uses_the_new_familys_tool(pixels):
+  from genjax import completion  # pylint: disable=g-import-not-at-top
+  from genjax.experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
+  assert 'pixels' in completion.completers(compare_config.get_config('digits,smoke'))

@@ -122,6 +122,18 @@ def decode_recompute(model, params, prompt_BxP, num_steps, rng, temperature=1.0,
   return tokens_NxB.T
 
 
+def raster_prefix(known_mask):
+  """k, when `known_mask` (N, H, W, C) marks the first k pixels in raster order of
+  every image; a ValueError otherwise: the model conditions only on a prefix."""
+  flat = np.asarray(known_mask, bool).reshape(np.shape(known_mask)[0], -1)
+  k = int(flat[0].sum()) if len(flat) else 0
+  if not np.array_equal(flat, np.broadcast_to(np.arange(flat.shape[1]) < k, flat.shape)):
+    raise ValueError('the autoregressive model completes images from their first pixels in '
+                     'raster order: known_mask must be True on the same first k pixels (row by '
+                     'row) of every image and False after them')
+  return k
+
+
 def build(config, info):
   model = make_model(config, info)
   _, num_outputs, _ = token_spec(info)
@@ -169,10 +181,12 @@ def build(config, info):
   def _token_nll(params, tokens):
     return token_nll(model, params, tokens, num_outputs)
 
-  def complete(state, rng, images, known):
-    """Images whose first `known` pixels (raster order) are given: the rest is
-    sampled by prompting with them (sample.temperature, top_k, top_p); the given
-    pixels are returned unchanged."""
+  def complete(state, rng, images, known_mask):
+    """Images whose first pixels in raster order are given (`known_mask` True on
+    them, the same prefix for every image; else a ValueError): the rest is sampled
+    by prompting with them (sample.temperature, top_k, top_p); the given pixels
+    are returned unchanged."""
+    known = raster_prefix(known_mask)
     tokens = np.asarray(batch_tokens({'image': images}, info))
     new = decode_fn_for(state)(jnp.asarray(tokens[:, :1 + known]), model.max_len - known, rng)
     out = np.concatenate([tokens[:, 1:1 + known], np.asarray(new)], axis=1)
@@ -182,8 +196,10 @@ def build(config, info):
     opts = dict(temperature=sample_cfg.temperature, top_k=sample_cfg.top_k, top_p=sample_cfg.top_p)
     return lambda prompt, steps, rng: _decode(state.params, prompt, steps, rng, **opts)
 
-  def conditional_nll(state, images, known):
-    """(N,) exact NLL in nats of the pixels after the first `known`, given them."""
+  def conditional_nll(state, images, known_mask):
+    """(N,) exact NLL in nats of the pixels where `known_mask` is False given the
+    others, which must be a raster-order prefix (as for `complete`)."""
+    known = raster_prefix(known_mask)
     nll = _token_nll(state.params, batch_tokens({'image': jnp.asarray(images)}, info))
     return np.asarray(nll[:, known:].sum(-1))
 

@@ -56,7 +56,10 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
       (the comparison reports it); `sampler_settings(step_counts)`: the other
       ways `sample` can draw, as (label, keyword arguments, network evaluations);
       `claim`: the textbook claim about the family (`Claim`) that the
-      comparison's report judges on its numbers.
+      comparison's report judges on its numbers; for images,
+      `complete(state, rng, images, known_mask)`: the images (N, H, W, C) with
+      the pixels where the boolean known_mask (same shape) is False filled in by
+      the family's own method and the others unchanged (`genjax.completion`).
 """
 import dataclasses
 from typing import Any, Callable

@@ -6,18 +6,19 @@ Model space: images map from levels 0..L-1 to [-1, 1]; points are divided by
 or, for images, per-pixel logits over the L levels (`'lattice'`, see
 `networks.lattice_x0`).
 
-Losses (`diffusion.loss`):
+Losses (`diffusion.loss`, `losses.train_loss`):
   'eps_mse'  DDPM's simple loss: ||eps - eps_hat||^2 with t uniform on 1..T.
   'vlb'      the bound's diffusion term itself, with t drawn in proportion to
              its fall in log-SNR (VDM's low-variance estimator); this is
              eps-MSE with t uniform in log-SNR, weighted to be the bound.
   'hybrid'   eps_mse + diffusion.hybrid_weight * vlb (two draws of t).
-The bound (eval 'nll', nats per example) is the discrete-time one over the
-T steps with the posterior's variance tilde beta_t in p(x_{t-1} | x_t):
-prior KL at T + diffusion terms t = 2..T + the discretised decoder at t = 1
-(Gaussian with std sqrt(beta_1) about x0_hat, integrated over each level's
-bin). It is for the unconditional model (the null label); 'nll_cond' is the
-class-conditional one.
+The bound (eval 'nll', nats per example; `losses.bound_terms`) is the
+discrete-time one over the T steps with the posterior's variance tilde beta_t
+in p(x_{t-1} | x_t): prior KL at T + diffusion terms t = 2..T + the
+discretised decoder at t = 1 (Gaussian with std sqrt(beta_1) about x0_hat,
+integrated over each level's bin). It is for the unconditional model (the null
+label); 'nll_cond' is the class-conditional one. tools['complete'] fills
+missing pixels of images by inpainting.
 """
 import functools
 
@@ -30,7 +31,7 @@ from genjax import optim
 from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.families.diffusion import figures as figures_lib
-from genjax.families.diffusion import networks, samplers, schedules
+from genjax.families.diffusion import losses, networks, sampling, schedules
 
 
 MODALITIES = ('image', 'points')
@@ -141,22 +142,15 @@ def build(config, info):
   m, d = config.model, config.diffusion
   net = make_network(config, info)
   sched = schedules.Schedule.make(m.schedule, m.num_steps)
-  T = m.num_steps
   num_classes = net.num_classes
   null = num_classes  # the label of the unconditional model
   point_scale = d.get('point_scale', 1.0)
   is_image = info.modality == 'image'
   tx, lr_schedule = optim.make_optimizer(config.optim, config.train.num_steps)
-
-  def apply(params, z, t_N, label_N, train=False, rng=None):
-    """(x0_hat, eps_hat) at steps t_N."""
-    alpha, sigma = sched.alpha_sigma(t_N)
-    alpha, sigma = schedules._bcast(alpha, z), schedules._bcast(sigma, z)  # pylint: disable=protected-access
-    out = net.apply({'params': params}, z, t_N.astype(jnp.float32), label_N, train=train,
-                    rngs={'dropout': rng} if train else {})
-    if m.target == 'lattice':
-      out = networks.lattice_x0(out, z, alpha, sigma)
-    return schedules.predictions(m.target, out, z, alpha, sigma)
+  apply = functools.partial(losses.predict, net, sched, m.target)
+  proposal = schedules.log_snr_proposal(sched)
+  bound = functools.partial(losses.bound_terms, apply, sched, proposal, t_samples=d.eval_t_samples,
+                            num_levels=info.num_levels if is_image else 0, point_scale=point_scale)
 
   def init(rng, batch):
     x = to_model_space(batch, info, point_scale)[:1]
@@ -166,146 +160,56 @@ def build(config, info):
     return DiffusionState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=tx.init(params), ema_params=params)
 
-  def labels_of(batch, n):
-    return batch['label'].astype(jnp.int32) if num_classes else None
-
-  def eps_error(params, x0, t_B, eps, label, rng, train):
-    z = schedules.q_sample(sched, x0, t_B, eps)
-    _, eps_hat = apply(params, z, t_B, label, train, rng)
-    return jnp.square(eps - eps_hat).reshape(x0.shape[0], -1).sum(-1)  # (B,)
-
-  proposal = schedules.log_snr_proposal(sched)
-
-  def diffusion_term(params, x0, u_B, eps, label, rng, train):
-    """Unbiased estimate (B,) of sum_{t=2..T} KL_t, t drawn from the log-SNR proposal."""
-    t_B = schedules.sample_t(proposal, u_B)
-    w = schedules.diffusion_term_weight(sched, t_B) / proposal[t_B]
-    return w * eps_error(params, x0, t_B, eps, label, rng, train)
-
   def train_step(state, batch, rng):
     x0 = to_model_space(batch, info, point_scale)
-    B, D = x0.shape[0], int(np.prod(x0.shape[1:]))
-    keys, index, total = example_keys(rng, B)
-    k_t, k_eps, k_drop, k_t2, k_eps2 = [jax.random.fold_in(rng, i) for i in range(5)]
-    eps = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-    u = schedules.stratified_uniform(k_t, index, total)
-    label = labels_of(batch, B)
+    keys, index, total = example_keys(rng, x0.shape[0])
+    label = batch['label'].astype(jnp.int32) if num_classes else None
     if label is not None:  # drop labels: one network is conditional and unconditional
       drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), d.p_uncond))(keys)
       label = jnp.where(drop, null, label)
-    dropout_rng = base.device_key(k_drop)
-
-    def loss_fn(params):
-      if d.loss in ('eps_mse', 'hybrid'):
-        t_B = 1 + jnp.minimum((u * T).astype(jnp.int32), T - 1)
-        loss = eps_error(params, x0, t_B, eps, label, dropout_rng, True).mean() / D
-      if d.loss in ('vlb', 'hybrid'):
-        if d.loss == 'hybrid':
-          u2 = schedules.stratified_uniform(k_t2, index, total)
-          eps2 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 3), x0.shape[1:]))(keys)
-        else:
-          u2, eps2 = u, eps
-        vlb = diffusion_term(params, x0, u2, eps2, label, dropout_rng, True).mean() / D
-        loss = vlb if d.loss == 'vlb' else loss + d.hybrid_weight * vlb
-      if d.loss not in ('eps_mse', 'vlb', 'hybrid'):
-        raise ConfigError(f"diffusion.loss must be 'eps_mse', 'vlb' or 'hybrid', got {d.loss!r}")
-      return loss
-
+    loss_fn = lambda p: losses.train_loss(apply, sched, proposal, p, x0, label, keys, index, total,
+                                          rng, kind=d.loss, hybrid_weight=d.hybrid_weight)
     params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
     ema_params = base.ema(state.ema_params, params, d.ema_decay, state.step)
     metrics['lr'] = lr_schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema_params), metrics
 
-  def bound_terms(params, x0, label, keys, index, total, rng):
-    """(prior, decoder, diffusion) nats per example (B,)."""
-    B = x0.shape[0]
-    K = d.eval_t_samples
-    prior = schedules.prior_kl(sched, x0)
-    eps1 = jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:]))(keys)
-    one = jnp.ones((B,), jnp.int32)
-    x0_hat, _ = apply(params, schedules.q_sample(sched, x0, one, eps1), one, label)
-    std = jnp.sqrt(sched.beta[1])
-    if is_image:
-      decoder = schedules.discretized_gaussian_nll(x0, x0_hat, std, info.num_levels)
-    else:  # a density of the data in its own units
-      decoder = schedules.gaussian_nll(x0, x0_hat, std) + x0[0].size * jnp.log(point_scale)
-    # K draws of t per example, stratified over all K * total of them.
-    u = schedules.stratified_uniform(rng, (index[None] * K + jnp.arange(K)[:, None]).reshape(-1),
-                                     total * K)
-    epsK = jax.vmap(lambda k: jax.random.normal(k, (K,) + x0.shape[1:]))(
-        jax.vmap(jax.random.fold_in, (0, None))(keys, 2))
-    epsK = jnp.swapaxes(epsK, 0, 1).reshape((K * B,) + x0.shape[1:])
-    rep = lambda a: None if a is None else jnp.tile(a, (K,) + (1,) * (a.ndim - 1))
-    diff = diffusion_term(params, rep(x0), u, epsK, rep(label), None, False)
-    return prior, decoder, diff.reshape(K, B).mean(0)
-
   def eval_step(state, batch, rng):
     x0 = to_model_space(batch, info, point_scale)
-    B = x0.shape[0]
-    mask = batch['mask'].astype(jnp.float32)
+    B, mask = x0.shape[0], batch['mask'].astype(jnp.float32)
     keys, index, total = example_keys(rng, B)
     null_label = jnp.full((B,), null, jnp.int32) if num_classes else None
-    prior, decoder, diff = bound_terms(state.ema_params, x0, null_label, keys, index, total, rng)
-    nll = prior + decoder + diff
-    sums = dict(nll=(nll * mask).sum(), nll_prior=(prior * mask).sum(),
+    prior, decoder, diff = bound(state.ema_params, x0, null_label, keys, index, total, rng)
+    sums = dict(nll=((prior + decoder + diff) * mask).sum(), nll_prior=(prior * mask).sum(),
                 nll_decoder=(decoder * mask).sum(), nll_diffusion=(diff * mask).sum(),
                 dims=mask.sum() * x0[0].size, examples=mask.sum())
     if num_classes and d.eval_conditional:
-      p, dec, df = bound_terms(state.ema_params, x0, labels_of(batch, B), keys, index, total, rng)
+      p, dec, df = bound(state.ema_params, x0, batch['label'].astype(jnp.int32), keys, index,
+                         total, rng)
       sums['nll_cond'] = ((p + dec + df) * mask).sum()
     return sums
 
-  sc = config.sample
-
-  @functools.partial(jax.jit, static_argnames=('sampler', 'steps', 'scale', 'num', 'path'))
-  def _generate(params, rng, label, sampler, steps, eta, scale, num, path=False):
-    predict, _ = samplers.guided(apply, params, label, scale, num_classes, null)
-    k_init, k_run = jax.random.split(rng)
-    z = jax.random.normal(k_init, (num,) + tuple(info.shape))
-    if sampler == 'ddpm':
-      return samplers.ddpm(predict, sched, z, k_run, sc.variance, sc.clip and is_image, path=path)
-    ts = samplers.ddim_timesteps(T, steps)
-    return samplers.ddim(predict, sched, z, k_run, ts, eta, sc.clip and is_image, path=path)
-
-  def to_output(x):
-    x = np.asarray(x)
-    if is_image:
-      return np.clip((x + 1.0) * 0.5 * (info.num_levels - 1), 0, info.num_levels - 1)
-    return x * point_scale
-
-  def sample_labels(num):
-    return jnp.arange(num, dtype=jnp.int32) % num_classes if num_classes else None
-
-  def sample(state, rng, num_samples, sampler=None, steps=None, scale=None):
-    label = sample_labels(num_samples)
-    sampler = sampler or sc.sampler
-    steps = T if sampler == 'ddpm' else (steps or sc.ddim_steps)
-    x = _generate(state.ema_params, rng, label, sampler, steps,
-                  sc.eta, sc.guidance if scale is None else scale, num_samples)
-    out = {'image' if is_image else 'x': to_output(x)}
-    if num_classes:
-      out['label'] = np.asarray(label)
-    return out
-
-  def nfe(sampler, steps=None, scale=None):
-    scale = sc.guidance if scale is None else scale
-    passes = 2 if num_classes and scale not in (0, 1) else 1
-    return samplers.num_function_evals(sampler, sched, steps or sc.ddim_steps, passes)
-
+  gen = sampling.make(config, info, apply, sched, num_classes, null, point_scale)
   # network_evals: what `sample` spends per sample (2 passes per step when guided).
-  def sampler_settings(ddim_steps=(10, 50), full_chain=True):
-    """(label, `sample` keyword arguments, network evaluations per sample) for DDIM at
-    each step count and, with full_chain, DDPM over all T steps."""
-    out = [(f'DDIM {n}', dict(sampler='ddim', steps=n), nfe('ddim', n)) for n in ddim_steps]
-    return out + ([(f'DDPM {T}', dict(sampler='ddpm'), nfe('ddpm'))] if full_chain else [])
-
-  tools = dict(apply=apply, schedule=sched, nfe=nfe, generate=_generate, to_output=to_output,
-               network_evals=nfe(sc.sampler), sampler_settings=sampler_settings, claim=CLAIM)
+  tools = dict(apply=apply, schedule=sched, nfe=gen.nfe, generate=gen.generate,
+               to_output=gen.to_output, network_evals=gen.nfe(config.sample.sampler),
+               sampler_settings=gen.sampler_settings, claim=CLAIM)
   if is_image:
-    tools['figures'] = figures_lib.make(config, info, apply, sched, _generate, to_output, nfe,
-                                        sample_labels, num_classes, null)
+    figures = figures_lib.make(config, info, apply, sched, gen.generate, gen.to_output, gen.nfe,
+                               gen.sample_labels, num_classes, null)
+
+    def complete(state, rng, images, known_mask):
+      """Fills the pixels where `known_mask` is False: DDPM inpainting over all T steps
+      with the unconditional model (the null label, guidance scale 0), the known
+      pixels re-imposed from q(x_t | x_0) at every step (`samplers.ddpm`); the
+      result is rounded to the grey levels."""
+      filled = figures.inpaint(state.ema_params, rng, images, known_mask,
+                               label=np.zeros(len(images), np.int32), scale=0.0)
+      return np.clip(np.round(filled), 0, info.num_levels - 1)
+
+    tools.update(figures=figures, complete=complete)
   return base.Family(name='diffusion', init=init, train_step=train_step, eval_step=eval_step,
-                     sample=sample, likelihood='bound', state_fields=('model',),
+                     sample=gen.sample, likelihood='bound', state_fields=('model',),
                      advice='lower optim.lr, raise optim.warmup_steps, or use diffusion.loss='
                             "'eps_mse'", tools=tools)

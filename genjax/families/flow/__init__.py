@@ -9,17 +9,21 @@ their NLL, the log of the bin width included. Points (toy2d): a vector RealNVP
 (`model.VectorFlow`), no dequantisation, so the 'nll' is the exact continuous
 NLL (likelihood 'exact').
 
+The density and the NLL are `density.log_density` and `density.nll`.
 Sampling pushes z ~ N(0, T^2 I) through the inverse (T = sample.temperature).
-Tools: log_prob, score (anomaly), encode/decode (x -> z -> x), figures.
+Tools: log_prob, score (anomaly), encode/decode (x -> z -> x), figures, and for
+images complete (missing pixels by gradient ascent on the log-density).
 """
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from genjax import optim
 from genjax.families import base
+from genjax.families.flow import density
 from genjax.families.flow import figures as flow_figures
 from genjax.families.flow.model import ImageFlow, VectorFlow
 
@@ -40,8 +44,6 @@ def data_problems(config, info, num_devices=1):
             f'multiples of {2 ** levels}; {info.name!r} images are {H}x{W}']
   return []
 
-LOG_2PI = float(np.log(2 * np.pi))
-
 
 def make_model(m, info):
   if info.modality == 'image':
@@ -51,8 +53,36 @@ def make_model(m, info):
   return VectorFlow(steps=m.steps, hidden=m.hidden, depth=m.depth)  # points
 
 
-def std_normal_logpdf(z_BxD):
-  return -0.5 * (jnp.sum(z_BxD ** 2, -1) + z_BxD.shape[-1] * LOG_2PI)
+def complete_by_ascent(forward, rng, images, known_mask, num_levels, steps=200, lr=0.05):
+  """Images with the pixels where `known_mask` is False filled by gradient ascent
+  on the flow's log-density over those pixels only: their dequantised values
+  start from noise (kept in (0, L) by a sigmoid), the known ones sit at the
+  middle of their bins; `steps` Adam steps at `lr`, then each filled value is
+  rounded down to its grey level. `forward(y) -> (z, log_det)` is the flow on
+  model-space inputs y = v / L."""
+  known = jnp.asarray(images, jnp.float32) + 0.5
+  m = jnp.asarray(known_mask)
+
+  def neg_log_density(free):
+    v = jnp.where(m, known, num_levels * jax.nn.sigmoid(free))
+    z, log_det = forward(v / num_levels)
+    z = z.reshape(z.shape[0], -1)
+    return -jnp.sum(-0.5 * z ** 2, axis=-1).sum() - jnp.sum(log_det)
+
+  tx = optax.adam(lr)
+  free = jax.random.normal(rng, images.shape)
+  opt = tx.init(free)
+
+  @jax.jit
+  def step(free, opt):
+    grads = jax.grad(neg_log_density)(free)
+    updates, opt = tx.update(grads, opt)
+    return optax.apply_updates(free, updates), opt
+
+  for _ in range(steps):
+    free, opt = step(free, opt)
+  v = np.asarray(num_levels * jax.nn.sigmoid(free))
+  return np.where(known_mask, images, np.clip(np.floor(v), 0, num_levels - 1))
 
 
 def build(config, info):
@@ -61,34 +91,16 @@ def build(config, info):
   is_image = info.modality == 'image'
   D = int(np.prod(info.shape))
   L = info.num_levels
-  # log of the bin width: p_v(v) = p_y(v / L) / L^D for v = x + u in [0, L)^D.
-  log_bin = D * float(np.log(L)) if is_image else 0.0
+  levels = L if is_image else 0  # images are dequantised; points go in as they are
+  log_density = functools.partial(density.log_density, model, num_levels=levels)
+  nll = functools.partial(density.nll, model, num_levels=levels)
 
   def forward(params, y):
     return model.apply({'params': params}, y, method=model.forward)
 
-  def log_density(params, v):
-    """log p(v) for data-space points (images: dequantised values in [0, L))."""
-    y = v / L if is_image else v
-    z, log_det = forward(params, y)
-    return std_normal_logpdf(z) + log_det - log_bin
-
-  def dequantise(batch, rng):
-    if not is_image:
-      return batch['x'].astype(jnp.float32)
-    x = batch['image'].astype(jnp.float32)
-    # One key per example (by its index in the global batch), so that the
-    # noise does not depend on how the batch is split over devices.
-    keys = base.example_keys(rng, x.shape[0])
-    return x + jax.vmap(lambda k: jax.random.uniform(k, x.shape[1:]))(keys)
-
-  def nll(params, batch, rng):
-    """(B,) NLL in nats: exact for points, the dequantised bound for images."""
-    return -log_density(params, dequantise(batch, rng))
-
   def init(rng, batch):
     k_noise, k_params = jax.random.split(rng)
-    v = dequantise(batch, k_noise)
+    v = density.dequantise(batch, k_noise, levels)
     y = v / L if is_image else v
     # ActNorm layers initialise from this batch (data-dependent init).
     params = jax.jit(functools.partial(model.init, method=model.forward))(k_params, y)['params']
@@ -144,6 +156,12 @@ def build(config, info):
       # (z, log|det dz/dy|) of model-space inputs y (images: v / num_levels).
       'forward': lambda state, y: forward(state.params, jnp.asarray(y, jnp.float32)),
   }
+  if is_image:
+    def complete(state, rng, images, known_mask):
+      """The pixels where `known_mask` is False, filled by `complete_by_ascent`."""
+      return complete_by_ascent(functools.partial(forward, state.params), rng, images,
+                                known_mask, L)
+    tools['complete'] = complete
   tools['network_evals'] = 1  # a sample is one inverse pass of the flow
   tools['figures'] = functools.partial(flow_figures.make, tools=tools, draw=draw, info=info,
                                        temperatures=tuple(config.sample.figure_temperatures))

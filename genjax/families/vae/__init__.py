@@ -15,7 +15,8 @@ model.eval_k, 'nll_k<K>' for each smaller K in model.eval_ks, 'nll_k1' = -ELBO
 
 tools: 'figures' (reconstructions, prior samples, interpolations, latent map),
 'score' (per-example negative IWAE bound with K = model.score_k, the anomaly
-score), 'encode', 'decode', 'reconstruct'.
+score), 'encode', 'decode', 'reconstruct', and for images 'complete' (missing
+pixels by pseudo-Gibbs imputation). The objective is `objective.per_example_loss`.
 """
 import functools
 
@@ -26,8 +27,8 @@ import numpy as np
 from genjax import optim
 from genjax.families import base
 from genjax.families.vae import figures as figures_lib
-from genjax.families.vae.model import (VAE, decoder_draw, decoder_logprob, decoder_mean,
-                                       draw_eps, gaussian_kl, iwae_bounds, log_weights)
+from genjax.families.vae import objective
+from genjax.families.vae.model import VAE, decoder_draw, decoder_mean, gaussian_kl, iwae_bounds
 
 
 MODALITIES = ('image', 'points')
@@ -80,6 +81,24 @@ def _judge_blurry(table, data):
 CLAIM = base.Claim('VAEs are blurry', _judge_blurry)
 
 
+def pseudo_gibbs(encode, decode, rng, images, known_mask, num_levels, rounds=50):
+  """Images with the pixels where `known_mask` is False imputed by pseudo-Gibbs
+  sampling (Rezende et al. 2014, appendix F): from uniform noise, `rounds` times
+  encode, draw z ~ q(z|x), decode, and put the known pixels back; the last round
+  decodes the mean, rounded to the grey levels. `encode(x) -> (mean, logvar)`,
+  `decode(z, rng, how)` with how 'mean' or None (the config's default)."""
+  x = np.where(known_mask, images,
+               np.asarray(jax.random.uniform(rng, images.shape)) * float(num_levels - 1))
+  for i in range(rounds):
+    last = i == rounds - 1
+    mean, logvar = encode(x)
+    eps = np.asarray(jax.random.normal(jax.random.fold_in(rng, i), mean.shape))
+    z = mean + np.exp(0.5 * logvar) * eps
+    x_new = decode(z, jax.random.fold_in(rng, 1000 + i), 'mean' if last else None)
+    x = np.where(known_mask, images, x_new)
+  return np.clip(np.round(x), 0, num_levels - 1)
+
+
 def build(config, info):
   model = make_model(config, info)
   m = config.model
@@ -94,26 +113,6 @@ def build(config, info):
     params = jax.jit(functools.partial(model.init, train=False))(rng, x, z)['params']
     return base.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-  def per_example_loss(params, x, rng, beta):
-    """(loss, recon, kl), each (B,)."""
-    B = x.shape[0]
-    drop_rng = base.device_key(jax.random.fold_in(rng, 1))
-    mean, logvar = model.apply({'params': params}, x, True, method=model.encode,
-                               rngs={'dropout': jax.random.fold_in(drop_rng, 0)})
-    eps = draw_eps(base.example_keys(rng, B), 0, m.train_k, m.latent_dim)
-    kl = gaussian_kl(mean, logvar)
-    if m.train_k == 1:
-      z = mean + jnp.exp(0.5 * logvar) * eps[0]
-      out = model.apply({'params': params}, z, True, method=model.decode,
-                        rngs={'dropout': jax.random.fold_in(drop_rng, 1)})
-      recon = -decoder_logprob(model.likelihood, out, x, model.num_levels)
-      return recon + beta * kl, recon, kl
-    lw, logpx = log_weights(model, params, x, mean, logvar, eps, train=True,
-                            rng=jax.random.fold_in(drop_rng, 1))
-    lw = logpx + beta * (lw - logpx)  # scales log p(z) - log q(z|x)
-    loss = -(jax.nn.logsumexp(lw, axis=0) - jnp.log(m.train_k))
-    return loss, -logpx.mean(0), kl
-
   def train_step(state, batch, rng):
     x = data_of(batch)
     weight = jnp.ones(x.shape[0], jnp.float32)
@@ -127,7 +126,7 @@ def build(config, info):
     beta = m.beta * warm
 
     def loss_fn(params):
-      loss, recon, kl = per_example_loss(params, x, rng, beta)
+      loss, recon, kl = objective.per_example_loss(model, params, x, rng, beta, m.train_k)
       mean = lambda v: (v * weight).sum() / count
       return mean(loss), {'recon': mean(recon), 'kl': mean(kl), 'elbo': -mean(recon + kl)}
 
@@ -214,6 +213,12 @@ def build(config, info):
   # network_evals: a sample is one decoder pass.
   tools = dict(encode=encode, decode=decode, reconstruct=reconstruct, score=score, network_evals=1,
                sampler_settings=sampler_settings, claim=CLAIM)
+  if info.modality == 'image':
+    def complete(state, rng, images, known_mask):
+      """The pixels where `known_mask` is False, imputed by `pseudo_gibbs`."""
+      return pseudo_gibbs(functools.partial(encode, state), functools.partial(decode, state), rng,
+                          images, known_mask, info.num_levels)
+    tools['complete'] = complete
   tools['figures'] = functools.partial(figures_lib.make_figures, tools, info, config)
   return base.Family(name='vae', init=init, train_step=train_step, eval_step=eval_step,
                      sample=sample, likelihood='bound', headline='loss',
