@@ -31,14 +31,16 @@ def test_sample_speed_leaves_out_compilation_and_the_measured_samples_are_the_fi
   family = _SlowFirstCall()
   rng = np.array([0, 7], np.uint32)
   samples, per_s, _ = compare.draw(family.sample, None, 100, rng, timing_batch=100)
-  assert per_s > 100 / 0.1  # 10 ms per call, not the 500 ms first call
+  # With the 0.5 s first call counted, 100 samples would take at least 0.5 s:
+  # at most 200/s. Without it they take about 10 ms, whatever the machine's load.
+  assert per_s > 100 / 0.4
   assert samples['x'].shape == (100, 2) and np.all(samples['x'] == 7)
   # Timed on a smaller batch: its first call stands for the compilation.
   family = _SlowFirstCall()
   family.calls = -1  # the second call (the first of the timing batch) is the slow one
   samples, per_s, compile_s = compare.draw(family.sample, None, 100, rng, timing_batch=10)
-  assert samples['x'].shape == (100, 2) and per_s > 10 / 0.1
-  assert compile_s == pytest.approx(0.49, abs=0.05)
+  assert samples['x'].shape == (100, 2) and per_s > 10 / 0.4
+  assert 0.4 < compile_s < 2.0  # the slow call's 0.5 s, less a fast call's
 
 
 def test_sweep_settings_are_the_grid_of_the_fields():
