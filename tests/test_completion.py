@@ -12,11 +12,16 @@ from genjax import families
 from genjax.data import Dataset
 
 
-def test_ar_completion_keeps_the_given_pixels_and_scores_the_rest_exactly():
+def _untrained_ar():
+  """(data, family, state) of the AR digits smoke model at initialisation."""
   config = ar_config.get_config('digits,smoke')
   data = Dataset(config.data, seed=0)
   family = families.build(config, data.info)
-  state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
+  return data, family, family.init(jax.random.PRNGKey(0), data.train_batch(0))
+
+
+def test_ar_completion_keeps_the_given_pixels_and_scores_the_rest_exactly():
+  data, family, state = _untrained_ar()
   images = np.asarray(data.train_batch(1)['image'][:6])
   known = 32  # the top 4 rows of 8
   mask = np.zeros(images.shape, bool)
@@ -37,10 +42,7 @@ def test_ar_completion_keeps_the_given_pixels_and_scores_the_rest_exactly():
 
 
 def test_ar_completion_refuses_a_mask_that_is_not_a_raster_prefix():
-  config = ar_config.get_config('digits,smoke')
-  data = Dataset(config.data, seed=0)
-  family = families.build(config, data.info)
-  state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
+  data, family, state = _untrained_ar()
   images = np.asarray(data.train_batch(1)['image'][:2])
   left_half = np.zeros(images.shape, bool)
   left_half[:, :, :4] = True
