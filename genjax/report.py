@@ -137,7 +137,7 @@ def _runs_below(workdir):
 
 
 def main(argv=None):
-  p = argparse.ArgumentParser(prog='python -m genjax.report', description=__doc__.splitlines()[0])
+  p = argparse.ArgumentParser(prog=f"python -m {__spec__.name if __spec__ else 'genjax.report'}", description=__doc__.splitlines()[0])
   p.add_argument('workdir')
   p.add_argument('--metric', action='append', help='metric(s) to show (repeatable)')
   p.add_argument('--split', action='append', help='evaluator(s) to show (repeatable)')
