@@ -104,14 +104,29 @@ def chain(cmd):
 
 
 def chains():
-  out, runs = {}, set()
+  """Each documented run once: a command that repeats an earlier run in another
+  workdir (`python launch.py` is the digits comparison) is dropped, unless later
+  commands build on its workdir; then the chain keeps it and drops the earlier
+  one, if that one stood alone."""
+  out, first = {}, {}  # chain -> commands; run -> the chain that runs it
   for cmd in documented_commands():
     argv, _ = tiny(cmd, '')
     run = tuple(a for a in argv if not a.startswith('--workdir='))
-    if chain(cmd) not in out and run in runs:
-      continue  # the same run as an earlier command but for its workdir (python launch.py)
-    runs.add(run)
-    out.setdefault(chain(cmd), []).append(cmd)
+    key = chain(cmd)
+    if run in first and key not in out:
+      out[key] = [cmd]  # kept only if a later command joins this chain
+      continue
+    first.setdefault(run, key)
+    out.setdefault(key, []).append(cmd)
+  for key, cmds in list(out.items()):
+    argv, _ = tiny(cmds[0], '')
+    run = tuple(a for a in argv if not a.startswith('--workdir='))
+    if first.get(run) != key:  # a repeated run
+      if len(cmds) == 1:
+        del out[key]
+      elif len(out.get(first[run], ())) == 1:
+        del out[first[run]]
+        first[run] = key
   return out
 
 
