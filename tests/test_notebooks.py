@@ -6,11 +6,13 @@ import shutil
 import socket
 import subprocess
 import sys
+import types
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from genjax import notebook
 from genjax.families import REGISTRY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,6 +50,31 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
   images = sum('image/png' in o.get('data', {}) for c in nb.cells if c.cell_type == 'code'
                for o in c.outputs)
   assert images >= 1, f'{path} drew no figure'
+
+
+def test_drive_holds_the_workdirs_in_colab_and_is_one_sentence_elsewhere(
+    tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv(notebook.WORKDIR_ENV, raising=False)
+  monkeypatch.delenv(notebook.SMOKE_ENV, raising=False)
+  monkeypatch.setattr(notebook, '_drive_root', None)  # restored after the test
+  default = notebook.workdir('vae')
+  monkeypatch.setitem(sys.modules, 'google.colab', None)  # not importable: not Colab
+  notebook.use_drive(True)
+  out = capsys.readouterr().out
+  assert out.count('\n') == 1 and 'needs Colab' in out, out
+  assert notebook.workdir('vae') == default
+  mounted = []  # Colab: a stand-in for google.colab.drive
+  monkeypatch.setitem(sys.modules, 'google.colab',
+                      types.SimpleNamespace(drive=types.SimpleNamespace(mount=mounted.append)))
+  monkeypatch.setattr(notebook, 'DRIVE_MOUNT', str(tmp_path / 'drive'))
+  notebook.use_drive(True)
+  assert mounted == [str(tmp_path / 'drive')]
+  assert notebook.workdir('vae') == str(tmp_path / 'drive' / 'MyDrive' / 'genjax' / 'vae')
+  monkeypatch.setenv(notebook.WORKDIR_ENV, str(tmp_path / 'env'))  # the environment's wins
+  assert notebook.workdir('vae') == str(tmp_path / 'env' / 'vae')
+  notebook.use_drive(False)
+  monkeypatch.delenv(notebook.WORKDIR_ENV)
+  assert notebook.workdir('vae') == default
 
 
 def _pypi_reachable():
