@@ -135,17 +135,21 @@ def test_first_cell_installs_genjax_beside_a_preinstalled_jax(tmp_path):
   cells = {_first_cell(p) for p in NOTEBOOKS}
   assert len(cells) == 1, 'every notebook starts with the same install cell'
   cell = cells.pop()
+  # Nothing of this checkout on the path: every process sees the venv alone.
+  env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
   venv = tmp_path / 'venv'
   subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
   python = str(venv / 'bin' / 'python')
-  pip = [python, '-m', 'pip', '-q', '--disable-pip-version-check']
+
+  def pip(*args):
+    subprocess.run([python, '-m', 'pip', '-q', '--disable-pip-version-check', *args], env=env,
+                   check=True, timeout=600)
+
   minimums = [f'{n}=={_declared_minimum(n)}' for n in ('jax', 'numpy')]
   # An absl-py older than genjax needs, imported before the install: a restart is due.
-  old_absl = f'absl-py<{_declared_minimum("absl-py")}'
-  subprocess.run(pip + ['install', *minimums, old_absl], check=True, timeout=600)
+  pip('install', *minimums, f'absl-py<{_declared_minimum("absl-py")}')
   repo = tmp_path / 'repo'
   subprocess.run(['git', 'clone', '-q', ROOT, str(repo)], check=True)
-  env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
 
   def run(code, repo_url=''):
     return subprocess.run([python, '-c', code], cwd=tmp_path, env={**env, 'GENJAX_REPO': repo_url},
@@ -166,14 +170,14 @@ def test_first_cell_installs_genjax_beside_a_preinstalled_jax(tmp_path):
   assert out.stdout.startswith(before) and f'diffusion {venv}' in out.stdout, out.stdout
 
   # The same with git+ in front, in the same runtime: nothing it imported changes.
-  subprocess.run(pip + ['uninstall', '-y', 'genjax-families'], check=True)
+  pip('uninstall', '-y', 'genjax-families')
   out = run(cell + '\n' + check, f'git+file://{repo}')
   assert out.returncode == 0, out.stderr[-3000:]
   assert 'Restart' not in out.stdout and f'genjax from {venv}' in out.stdout, out.stdout
   assert before in out.stdout and f'diffusion {venv}' in out.stdout, out.stdout
 
   # A genjax that needs a newer jax than the runtime has: pip stops, and says so.
-  subprocess.run(pip + ['uninstall', '-y', 'genjax-families'], check=True)
+  pip('uninstall', '-y', 'genjax-families')
   pyproject, needs = repo / 'pyproject.toml', f'"jax>={_declared_minimum("jax")}"'
   assert needs in pyproject.read_text()
   pyproject.write_text(pyproject.read_text().replace(needs, '"jax>=99"'))
