@@ -57,7 +57,7 @@ def config(name, steps=None, overrides='', evals=None):
 def use_drive(enabled=True):
   """With `enabled`, mounts Google Drive (in Colab) and puts the workdirs in its
   MyDrive/genjax, so that a disconnected runtime loses no checkpoint. Outside
-  Colab it says so in one line, and the workdirs stay where they were.
+  Colab it says so in one line, and the workdirs stay under the default.
   GENJAX_NOTEBOOK_WORKDIR, where it is set, wins over both."""
   global _drive_root
   _drive_root = None
