@@ -4,10 +4,13 @@
   ex = train(config, workdir('NAME'))     trains (or resumes): a `Trained` (state, final, ...)
   show(figure), show_figures(figures)     a family's figures inline
   curves(ex.workdir, 'train', ['loss'])
+  use_drive(True)                         the workdirs in Google Drive (Colab)
 
 With GENJAX_NOTEBOOK_SMOKE=1 in the environment (the test suite sets it), every
 config is its variant's ',smoke' config, so a notebook runs top to bottom in
-seconds; the workdirs then go under GENJAX_NOTEBOOK_WORKDIR if it is set.
+seconds. The workdirs go under GENJAX_NOTEBOOK_WORKDIR if it is set, else in
+Google Drive after use_drive() (the notebooks' DRIVE knob), else under the
+system's temporary directory.
 """
 import dataclasses
 import importlib
@@ -22,6 +25,9 @@ from genjax import report, run, sweep, train as trainer, writers
 
 SMOKE_ENV = 'GENJAX_NOTEBOOK_SMOKE'
 WORKDIR_ENV = 'GENJAX_NOTEBOOK_WORKDIR'
+DRIVE_MOUNT = '/content/drive'  # where Colab mounts Google Drive
+DRIVE_FOLDER = os.path.join('MyDrive', 'genjax')  # the workdirs' folder inside it
+_drive_root = None  # set by use_drive()
 
 
 def smoke():
@@ -48,10 +54,33 @@ def config(name, steps=None, overrides='', evals=None):
   return c
 
 
+def use_drive(enabled=True):
+  """With `enabled`, mounts Google Drive (in Colab) and puts the workdirs in its
+  MyDrive/genjax, so that a disconnected runtime loses no checkpoint. Outside
+  Colab it says so in one line, and the workdirs stay under the default.
+  GENJAX_NOTEBOOK_WORKDIR, where it is set, wins over both."""
+  global _drive_root
+  _drive_root = None
+  if not enabled or os.environ.get(WORKDIR_ENV):  # the environment's workdir wins
+    return
+  try:
+    from google.colab import drive  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    print(f'DRIVE needs Colab (google.colab is not importable here), so the workdirs '
+          f'stay under {_root()}.')
+    return
+  drive.mount(DRIVE_MOUNT)
+  _drive_root = os.path.join(DRIVE_MOUNT, DRIVE_FOLDER)
+
+
+def _root():
+  return (os.environ.get(WORKDIR_ENV) or _drive_root
+          or os.path.join(tempfile.gettempdir(), 'genjax_colab'))
+
+
 def workdir(name):
   """A workdir per notebook run: re-running a cell resumes instead of retraining."""
-  root = os.environ.get(WORKDIR_ENV) or os.path.join(tempfile.gettempdir(), 'genjax_colab')
-  return os.path.join(root, name + ('_smoke' if smoke() else ''))
+  return os.path.join(_root(), name + ('_smoke' if smoke() else ''))
 
 
 @dataclasses.dataclass(frozen=True)

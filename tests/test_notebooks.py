@@ -1,16 +1,22 @@
 """The colab/ notebooks run top to bottom (at their smoke budgets), and their
-first cell installs genjax where a fresh runtime has only jax."""
+first cell installs genjax where a fresh runtime has only jax and numpy, keeping
+those as they are."""
+import ast
 import glob
 import os
-import shutil
 import socket
 import subprocess
 import sys
+import tomllib
+import types
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
+from packaging.requirements import Requirement
 
+from genjax import notebook
 from genjax.families import REGISTRY
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +56,31 @@ def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
   assert images >= 1, f'{path} drew no figure'
 
 
+def test_drive_holds_the_workdirs_in_colab_and_is_one_sentence_elsewhere(
+    tmp_path, monkeypatch, capsys):
+  monkeypatch.delenv(notebook.WORKDIR_ENV, raising=False)
+  monkeypatch.delenv(notebook.SMOKE_ENV, raising=False)
+  monkeypatch.setattr(notebook, '_drive_root', None)  # restored after the test
+  default = notebook.workdir('vae')
+  monkeypatch.setitem(sys.modules, 'google.colab', None)  # not importable: not Colab
+  notebook.use_drive(True)
+  out = capsys.readouterr().out
+  assert out.count('\n') == 1 and 'needs Colab' in out, out
+  assert notebook.workdir('vae') == default
+  mounted = []  # Colab: a stand-in for google.colab.drive
+  monkeypatch.setitem(sys.modules, 'google.colab',
+                      types.SimpleNamespace(drive=types.SimpleNamespace(mount=mounted.append)))
+  monkeypatch.setattr(notebook, 'DRIVE_MOUNT', str(tmp_path / 'drive'))
+  notebook.use_drive(True)
+  assert mounted == [str(tmp_path / 'drive')]
+  assert notebook.workdir('vae') == str(tmp_path / 'drive' / 'MyDrive' / 'genjax' / 'vae')
+  monkeypatch.setenv(notebook.WORKDIR_ENV, str(tmp_path / 'env'))  # the environment's wins
+  assert notebook.workdir('vae') == str(tmp_path / 'env' / 'vae')
+  notebook.use_drive(False)
+  monkeypatch.delenv(notebook.WORKDIR_ENV)
+  assert notebook.workdir('vae') == default
+
+
 def _pypi_reachable():
   try:
     socket.create_connection(('pypi.org', 443), timeout=3).close()
@@ -62,25 +93,97 @@ def _first_cell(path):
   return next(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == 'code')
 
 
+def _first_cell_functions():
+  """The first cell's imports, knobs and functions, without its install."""
+  tree = ast.parse(_first_cell(NOTEBOOKS[0]))
+  body = [node for node in tree.body if not isinstance(node, ast.If)]
+  namespace = {}
+  exec(compile(ast.Module(body, []), 'first cell', 'exec'), namespace)  # pylint: disable=exec-used
+  return namespace
+
+
+def test_first_cell_takes_the_url_with_or_without_git_plus():
+  pip_url = _first_cell_functions()['pip_url']
+  url = 'https://github.com/owner/repo'
+  assert pip_url(url) == pip_url(f'git+{url}') == pip_url(f' {url}\n') == f'git+{url}'
+
+
+def test_first_cell_sees_a_new_version_of_what_the_kernel_imported():
+  cell = _first_cell_functions()
+  before = cell['imported_versions']()
+  assert before['numpy'] == np.__version__ and before['pytest'] == pytest.__version__
+  assert cell['changed'](before) == []
+  assert cell['changed']({**before, 'numpy': '1.0.0'}) == ['numpy']
+  assert cell['changed']({'not-installed-here': '1.0.0'}) == ['not-installed-here']
+  assert cell['versions'](['numpy', 'not-installed-here']) == {
+      'numpy': np.__version__, 'not-installed-here': None}
+
+
+def _declared_minimum(name):
+  """The lower bound of `name` in pyproject.toml's [project] dependencies."""
+  with open(os.path.join(ROOT, 'pyproject.toml'), 'rb') as f:
+    requirements = [Requirement(r) for r in tomllib.load(f)['project']['dependencies']]
+  return next(s.version for r in requirements if r.name == name
+              for s in r.specifier if s.operator == '>=')
+
+
 @pytest.mark.skipif(not _pypi_reachable(), reason='installs packages from pypi.org, not reachable')
 def test_first_cell_installs_genjax_beside_a_preinstalled_jax(tmp_path):
-  """A fresh Colab runtime: a virtualenv with only jax, genjax given by a git URL
-  (a file:// clone of this repository's HEAD stands in for the real one)."""
+  """A fresh Colab runtime: a virtualenv with jax and numpy at the oldest versions
+  pyproject.toml allows; genjax given by a git URL, without and with git+ (a
+  file:// clone of this repository's HEAD stands in for the real one)."""
   cells = {_first_cell(p) for p in NOTEBOOKS}
   assert len(cells) == 1, 'every notebook starts with the same install cell'
-  import jax  # pylint: disable=g-import-not-at-top
-  venv, repo = tmp_path / 'venv', tmp_path / 'repo'
+  cell = cells.pop()
+  # Nothing of this checkout on the path: every process sees the venv alone.
+  env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
+  venv = tmp_path / 'venv'
   subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
   python = str(venv / 'bin' / 'python')
-  pip = [python, '-m', 'pip', 'install', '-q', '--disable-pip-version-check']
-  subprocess.run(pip + [f'jax=={jax.__version__}'], check=True, timeout=600)
+
+  def pip(*args):
+    subprocess.run([python, '-m', 'pip', '-q', '--disable-pip-version-check', *args], env=env,
+                   check=True, timeout=600)
+
+  minimums = [f'{n}=={_declared_minimum(n)}' for n in ('jax', 'numpy')]
+  # An absl-py older than genjax needs, imported before the install: a restart is due.
+  pip('install', *minimums, f'absl-py<{_declared_minimum("absl-py")}')
+  repo = tmp_path / 'repo'
   subprocess.run(['git', 'clone', '-q', ROOT, str(repo)], check=True)
-  env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
-  env['GENJAX_REPO'] = f'file://{repo}'
-  check = ("\nimport jax; from genjax.experiments import diffusion; from genjax import notebook\n"
-           "print('jax', jax.__version__, diffusion.get_config('digits').family)")
-  out = subprocess.run([python, '-c', cells.pop() + check], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=900)
+
+  def run(code, repo_url=''):
+    return subprocess.run([python, '-c', code], cwd=tmp_path, env={**env, 'GENJAX_REPO': repo_url},
+                          capture_output=True, text=True, timeout=900)
+
+  pinned = ("import importlib.metadata as m\n"
+            "print('pinned', *(f'{n}=={m.version(n)}' for n in ('jax', 'jaxlib', 'numpy')))\n")
+  before = run(pinned).stdout
+  assert all(v in before for v in minimums), before
+  out = run('import absl\n' + cell, f'file://{repo}')
   assert out.returncode == 0, out.stderr[-3000:]
-  assert f'jax {jax.__version__} diffusion' in out.stdout  # jax kept, configs importable
-  assert str(venv) in out.stdout  # genjax came from the install, not from this checkout
+  restart = [line for line in out.stdout.splitlines() if 'Restart the runtime' in line]
+  assert len(restart) == 1 and 'absl-py' in restart[0], out.stdout
+  check = pinned + ("import genjax; from genjax.experiments import diffusion\n"
+                    "print(diffusion.get_config('digits').family, genjax.__file__)")
+  out = run(check)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.startswith(before) and f'diffusion {venv}' in out.stdout, out.stdout
+
+  # The same with git+ in front, in the same runtime: nothing it imported changes.
+  pip('uninstall', '-y', 'genjax-families')
+  out = run(cell + '\n' + check, f'git+file://{repo}')
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'Restart' not in out.stdout and f'genjax from {venv}' in out.stdout, out.stdout
+  assert before in out.stdout and f'diffusion {venv}' in out.stdout, out.stdout
+
+  # A genjax that needs a newer jax than the runtime has: pip stops, and says so.
+  pip('uninstall', '-y', 'genjax-families')
+  pyproject, needs = repo / 'pyproject.toml', f'"jax>={_declared_minimum("jax")}"'
+  assert needs in pyproject.read_text()
+  pyproject.write_text(pyproject.read_text().replace(needs, '"jax>=99"'))
+  subprocess.run(['git', '-C', str(repo), '-c', 'user.name=t', '-c', 'user.email=t@t',
+                  'commit', '-qam', 'needs jax 99'], check=True)
+  out = run(cell, f'file://{repo}')
+  assert out.returncode != 0
+  assert f'this runtime has {minimums[0]}' in out.stderr, out.stderr[-3000:]
+  assert 'older than genjax needs' in out.stderr, out.stderr[-3000:]
