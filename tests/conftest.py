@@ -1,6 +1,5 @@
 """Runs before jax is imported: 4 fake CPU devices, deterministic GPU ops,
-float32 matmuls at full precision, XLA's quick compile mode, a private TFDS
-dir, and one persistent
+float32 matmuls at full precision, a private TFDS dir, and one persistent
 compilation cache for the whole run (the xdist workers and the processes the
 tests start share it): the suite compiles the same smoke models in many
 tests, and a second compile of a program is a read from disk.
@@ -16,10 +15,6 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
 if '--xla_gpu_deterministic_ops' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] += ' --xla_gpu_deterministic_ops=true'
 os.environ.setdefault('TFDS_DATA_DIR', os.path.join(tempfile.gettempdir(), 'genjax_test_tfds'))
-# The suite's programs are tiny and each compiles once or twice: XLA's slower
-# optimisation passes cost more than they save here (the processes the tests
-# start inherit this too).
-os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'genjax_test_jax_cache'))
 
