@@ -1,5 +1,6 @@
 """Offline TFDS builders and the input pipeline."""
 import hashlib
+import os
 import jax
 import ml_collections
 import numpy as np
@@ -49,6 +50,41 @@ def test_train_batches_are_a_pure_function_of_step_and_cover_an_epoch():
   it = ds.train_iter(3)
   np.testing.assert_array_equal(next(it)['image'], ds.train_batch(3)['image'])
   it.close()
+
+
+def test_a_decoded_split_is_kept_and_read_back_the_same(monkeypatch):
+  """Small splits are decoded once: later Datasets, here or in another process,
+  read the arrays that the records decode to; a stale file is decoded again."""
+  cfg = data_cfg('digits', batch_size=40)
+  monkeypatch.setattr(pipeline, '_DECODED', pipeline.collections.OrderedDict())
+  ds = pipeline.Dataset(cfg)
+  lo, hi = pipeline._host_range(1000)
+  path = os.path.join(ds._builder.data_dir, f'genjax_decoded.train.{lo}-{hi}.npz')
+  if os.path.exists(path):
+    os.remove(path)
+  decoded = ds._read_records('train', np.arange(lo, hi))
+  first = ds.train_batch(3)
+  assert os.path.exists(path)
+  pipeline._DECODED.clear()  # as a new process: the file, not the records
+
+  def no_records(*args):
+    raise AssertionError('decoded the records again')
+
+  with monkeypatch.context() as m:
+    m.setattr(pipeline.Dataset, '_read_records', no_records)
+    again = pipeline.Dataset(cfg)
+    for k in ('image', 'label'):
+      np.testing.assert_array_equal(again.train_batch(3)[k], first[k])
+      np.testing.assert_array_equal(again._arrays['train'][k], decoded[k])
+      assert again._arrays['train'][k].dtype == decoded[k].dtype
+  # A file whose size does not match the split is decoded again, and rewritten.
+  with open(path, 'wb') as f:
+    np.savez(f, _num_examples=999, image=decoded['image'][:10], label=decoded['label'][:10])
+  pipeline._DECODED.clear()
+  fresh = pipeline.Dataset(cfg)
+  np.testing.assert_array_equal(fresh.train_batch(3)['image'], first['image'])
+  with np.load(path) as f:
+    assert int(f['_num_examples']) == 1000
 
 
 def test_toy2d_modes_and_metadata():

@@ -36,6 +36,9 @@ OFFLINE = ('toy2d', 'digits', 'pysrc')
 # A host's share of an image or point split up to this size is read into memory
 # once (record-by-record reads cost more than a small model's step).
 IN_MEMORY_BYTES = 512 * 2 ** 20
+# Decoded small splits kept in this process (Dataset._decoded), the most recent few.
+_DECODED = collections.OrderedDict()
+_DECODED_MAX = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -222,8 +225,39 @@ class Dataset:
     if size > IN_MEMORY_BYTES:
       return self._read_records(split, indices)
     if split not in self._arrays:  # small: this host's share, read once
-      self._arrays[split] = self._read_records(split, np.arange(lo, hi))
+      self._arrays[split] = self._decoded(split, lo, hi)
     return {k: v[np.asarray(indices) - lo] for k, v in self._arrays[split].items()}
+
+  def _decoded(self, split, lo, hi):
+    """Examples [lo, hi) of a small split as arrays. Decoding goes record by
+    record in Python (seconds for 100k points), so the arrays are kept: in this
+    process, and in a file beside the prepared dataset that other processes
+    read. A file that does not match the split's size is decoded again."""
+    path = os.path.join(self._builder.data_dir, f'genjax_decoded.{split}.{lo}-{hi}.npz')
+    if path in _DECODED:
+      _DECODED.move_to_end(path)
+      return _DECODED[path]
+    arrays = None
+    try:
+      with np.load(path) as f:
+        if int(f['_num_examples']) == len(self._source(split)):
+          arrays = {k: f[k] for k in f.files if k != '_num_examples'}
+    except (OSError, KeyError, ValueError):
+      pass  # absent, unreadable or from an older version: decode
+    if arrays is None:
+      arrays = self._read_records(split, np.arange(lo, hi))
+      tmp = f'{path}.{os.getpid()}.tmp'
+      try:  # written whole, then renamed: a reader never sees half a file
+        with open(tmp, 'wb') as f:
+          np.savez(f, _num_examples=len(self._source(split)), **arrays)
+        os.replace(tmp, path)
+      except OSError:  # a read-only data_dir: decode again next time
+        with contextlib.suppress(OSError):
+          os.remove(tmp)
+    _DECODED[path] = arrays
+    while len(_DECODED) > _DECODED_MAX:
+      _DECODED.popitem(last=False)
+    return arrays
 
   def _read_records(self, split, indices):
     records = self._source(split).__getitems__([int(i) for i in indices])
