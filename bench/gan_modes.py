@@ -41,13 +41,15 @@ def run_one(variant, seed, workdir, smoke=False):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--variants', default='ring8,grid25,grid25_collapse')
+  parser.add_argument('--variants', default=None,
+                      help='default ring8,grid25,grid25_collapse; ring8 with --smoke')
   parser.add_argument('--seeds', type=int, default=10)
   parser.add_argument('--workdir', default=None,
                       help='default /tmp/gan_modes, /tmp/gan_modes_smoke with --smoke')
   parser.add_argument('--jobs', type=int, default=2, help='runs at once (one per core)')
   parser.add_argument('--smoke', action='store_true', help='1 seed of the smoke configs')
   args = parser.parse_args()
+  args.variants = args.variants or ('ring8' if args.smoke else 'ring8,grid25,grid25_collapse')
   args.workdir = args.workdir or '/tmp/gan_modes' + ('_smoke' if args.smoke else '')
   seeds = range(1 if args.smoke else args.seeds)
   variants = args.variants.split(',')
