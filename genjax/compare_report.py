@@ -253,6 +253,18 @@ def figures(workdir, rows, samples, held, info):
   _cost_figure(os.path.join(workdir, 'cost.png'), rows)
 
 
+def _log_ticks(ax):
+  """Labels on a log x axis that do not overlap: 1-2-5 per decade over a few
+  decades, one per decade beyond; unlabelled minor ticks."""
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  lo, hi = ax.get_xlim()
+  decades = np.log10(hi / lo) if 0 < lo < hi else 0.0
+  subs = (1.0, 2.0, 5.0) if decades < 3 else (1.0,)
+  ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=subs))
+  ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f'{v:g}'))
+  ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
 def _cost_figure(path, rows):
   """Sample quality against network evaluations per sample, and against seconds
   per sample: each model's default sampler, and a line through its others."""
@@ -279,6 +291,7 @@ def _cost_figure(path, rows):
             'scored_nll': "exact model's nats/byte of the samples"}[metric]
   for ax, xlabel in zip(axes, ('network evaluations per sample', 'seconds per sample')):
     ax.set_xscale('log')
+    _log_ticks(ax)
     ax.set_xlabel(xlabel + ' (log scale)')
     ax.set_ylabel(ylabel)
   axes[0].legend(fontsize=8, loc='best')

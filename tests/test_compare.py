@@ -1,5 +1,6 @@
 """The comparison harness and sweeps."""
 import json
+import math
 import os
 import subprocess
 import sys
@@ -178,3 +179,22 @@ def test_a_slower_step_changes_neither_the_step_count_nor_the_metrics(tmp_path, 
   assert _untimed(plain['runs']) == _untimed(slow['runs'])
   assert _untimed(plain['data']) == _untimed(slow['data'])
   assert 'fd' in slow['runs'][0] and 'fd_lo' in slow['runs'][0]
+
+
+@pytest.mark.parametrize('lo, hi', [(1, 784), (2, 20), (1e-5, 0.3), (3e-4, 2e-3), (1.2e-4, 9e-4)])
+def test_log_axis_labels_do_not_overlap(lo, hi):
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=g-import-not-at-top
+  fig = Figure(figsize=(5.5, 4.5))
+  FigureCanvasAgg(fig)
+  ax = fig.subplots()
+  ax.scatter([lo, math.sqrt(lo * hi), hi], [1, 2, 3])
+  ax.set_xscale('log')
+  compare_report._log_ticks(ax)
+  fig.canvas.draw()
+  renderer = fig.canvas.get_renderer()
+  labels = ax.get_xticklabels(minor=False) + ax.get_xticklabels(minor=True)
+  boxes = sorted((t.get_window_extent(renderer) for t in labels
+                  if t.get_text() and t.get_visible()), key=lambda b: b.x0)
+  assert len(boxes) >= 2, 'at least two labelled ticks'
+  assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [(b.x0, b.x1) for b in boxes]
