@@ -57,6 +57,8 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
   # True: a step whose update is not finite keeps the previous state; the logged
   # 'skipped_updates' counts them. False: a non-finite loss stops the run.
   c.train.skip_nonfinite_updates = False
+  # 'A,B': a jax.profiler trace of steps A to B-1 in <workdir>/profile ('' = none).
+  c.train.profile_steps = ''
 
   # Each evaluator: kind (a genjax.evals module) and every (steps; 0 = at the end only).
   c.evals = ml_collections.ConfigDict()

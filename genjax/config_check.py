@@ -62,9 +62,27 @@ def problems(config):
   width, heads = get(config, 'model.width'), get(config, 'model.num_heads')
   if is_number(width) and is_number(heads) and heads > 0 and width > 0 and width % heads:
     out.append(f'model.width={width} is not divisible by model.num_heads={heads}')
+  try:
+    step_range(get(config, 'train.profile_steps'))
+  except ValueError as e:
+    out.append(str(e))
   if hasattr(family, 'config_problems'):
     out += family.config_problems(config)
   return out
+
+
+def step_range(value):
+  """train.profile_steps: 'A,B' -> (A, B) with 0 <= A < B; '' or None -> None."""
+  if not value:
+    return None
+  try:
+    a, b = (int(v) for v in str(value).split(','))
+  except ValueError:
+    a = b = -1
+  if not 0 <= a < b:
+    raise ValueError(f"train.profile_steps={value!r}: give 'A,B', two steps with 0 <= A < B, "
+                     'for a trace of steps A to B-1')
+  return a, b
 
 
 def check(config):

@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
-from genjax import checkpoint, evals, parallel, writers
+from genjax import checkpoint, config_check, evals, parallel, writers
 from genjax.errors import ConfigError, DivergedError
 from genjax.families import base
 
@@ -205,6 +205,37 @@ def _unpack(out):
   return out, None
 
 
+class _Profile:
+  """`train.profile_steps='A,B'`: a jax.profiler trace of steps A to B-1 (the
+  steps that start at A and end by B), written under workdir/profile for
+  TensorBoard's or Perfetto's trace viewer."""
+
+  def __init__(self, steps, workdir):
+    self.range, self.active = None, False
+    self.dir = os.path.join(workdir, 'profile')
+    try:
+      self.range = config_check.step_range(steps)
+    except ValueError as e:
+      raise ConfigError(str(e)) from None
+
+  def before(self, step):
+    if self.range and not self.active and self.range[0] <= step < self.range[1]:
+      jax.profiler.start_trace(self.dir)
+      self.active = True
+
+  def after(self, done, metrics, say):
+    if self.active and done >= self.range[1]:
+      jax.block_until_ready(metrics)
+      jax.profiler.stop_trace()
+      self.active = False
+      say(f'step {done}: profile of steps {self.range[0]}-{self.range[1] - 1} in {self.dir}')
+
+  def close(self):  # the run ended inside the range: keep what was traced
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+
 def train_and_evaluate(ex):
   """Trains (resuming from the latest checkpoint in ex.workdir) and evaluates;
   returns a `Result`.
@@ -214,6 +245,7 @@ def train_and_evaluate(ex):
   """
   config, workdir = ex.config, ex.workdir
   tc = config.train
+  profile = _Profile(tc.get('profile_steps', ''), workdir)  # a bad value: before any work
   start = ex.step
   writer = writers.MetricWriter(workdir)
   if start:
@@ -245,6 +277,7 @@ def train_and_evaluate(ex):
   try:
     while done < tc.num_steps:
       step = done
+      profile.before(step)
       if per_call > 1 and step + per_call <= boundary.next(step):
         # Several steps in one call; no log, eval, save or stop check falls inside it.
         batch = parallel.shard_steps([next(batches) for _ in range(per_call)])
@@ -262,6 +295,7 @@ def train_and_evaluate(ex):
       if len(in_flight) > _AHEAD:
         jax.block_until_ready(in_flight.popleft())
       bar.update(done - step)
+      profile.after(done, metrics, bar.write)
       stopping, late = stop.agreed(done, _out_of_time(tc, t0))
       is_last = done == tc.num_steps or late
       stopping = stopping and not is_last  # the last step is saved anyway
@@ -302,6 +336,7 @@ def train_and_evaluate(ex):
       logging.warning('interrupted: saved step %d in %s', done, workdir)
     raise
   finally:
+    profile.close()
     stop.restore()
     bar.close()
     batches.close()

@@ -12,6 +12,7 @@ import pytest
 
 from genjax import checkpoint, parallel, report, run, train
 from genjax.data import Dataset
+from genjax.errors import ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -233,3 +234,24 @@ def test_likelihood_intervals_come_from_the_spread_over_batches():
       == pytest.approx(1 / np.log(2))
   assert 'bpd_lo' not in train.summarize(total, 'bound', batches[:1])  # one batch: no interval
   assert 'bpd_lo' not in train.summarize(total, 'none', batches)
+
+
+def test_profile_steps_write_a_trace_of_those_steps(tmp_path, tiny_config):
+  config = tiny_config('digits')
+  config.train.profile_steps = '2,4'
+  train_run(config, str(tmp_path))
+  traces = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / 'profile') for f in fs
+            if f.endswith('.xplane.pb')]
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0, traces
+  for bad in ('4,2', '3', 'a,b', '-1,2'):
+    config.train.profile_steps = bad
+    with pytest.raises(ConfigError, match=r"train.profile_steps=.*give 'A,B'"):
+      train_run(config, str(tmp_path / 'bad'))
+
+
+def test_a_bad_profile_range_is_one_sentence_and_writes_nothing(tmp_path):
+  out = run_launch('--config=experiments/autoregressive.py:digits,smoke', f'--workdir={tmp_path}/w',
+                   '--config.train.profile_steps=5,2')
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines()[-1].startswith('genjax: bad config: train.profile_steps')
+  assert 'Traceback' not in out.stderr and not os.path.exists(tmp_path / 'w')
