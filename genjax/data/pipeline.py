@@ -237,10 +237,10 @@ class Dataset:
     if path in _DECODED:
       _DECODED.move_to_end(path)
       return _DECODED[path]
-    arrays = None
+    arrays, num_examples = None, len(self._source(split))
     try:
       with np.load(path) as f:
-        if int(f['_num_examples']) == len(self._source(split)):
+        if int(f['_num_examples']) == num_examples:
           arrays = {k: f[k] for k in f.files if k != '_num_examples'}
     except (OSError, KeyError, ValueError):
       pass  # absent, unreadable or from an older version: decode
@@ -249,7 +249,7 @@ class Dataset:
       tmp = f'{path}.{os.getpid()}.tmp'
       try:  # written whole, then renamed: a reader never sees half a file
         with open(tmp, 'wb') as f:
-          np.savez(f, _num_examples=len(self._source(split)), **arrays)
+          np.savez(f, _num_examples=num_examples, **arrays)
         os.replace(tmp, path)
       except OSError:  # a read-only data_dir: decode again next time
         with contextlib.suppress(OSError):
