@@ -57,6 +57,9 @@ class Checkpointer:
           os.path.join(self.workdir, 'checkpoints'),
           options=ocp.CheckpointManagerOptions(max_to_keep=config.train.keep_checkpoints,
                                                create=True, cleanup_tmp_directories=True))
+      # orbax removes an interrupted save's temporary directory in a thread and waits for it
+      # only at the next save; a resumed run should not show the leftovers until then.
+      getattr(self._manager, '_maybe_await_cleanup_tmp_directory', lambda: None)()
       self._check_config()
 
   @contextlib.contextmanager
