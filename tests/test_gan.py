@@ -2,6 +2,7 @@
 differences, D and G steps that touch only their own network, mode coverage
 on hand-made points, training that moves both losses, 4 devices = 1."""
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,6 +79,19 @@ def test_pack_groups_consecutive_examples():
   assert packed.shape == (2, 2, 2, 2)
   np.testing.assert_array_equal(packed[1, ..., 0], img[2, ..., 0])
   np.testing.assert_array_equal(packed[1, ..., 1], img[3, ..., 0])
+
+
+@pytest.mark.parametrize('shape', [(3, 8, 8, 5), (2, 7, 9, 3), (1, 2, 2, 1)])
+def test_stride2_conv_is_the_strided_convolution_with_its_gradients(shape):
+  x = jax.random.normal(jax.random.PRNGKey(1), shape)
+  conv = nn.Conv(6, (4, 4), strides=(2, 2), padding='SAME')
+  params = conv.init(jax.random.PRNGKey(0), x)
+  ours = networks.Stride2Conv(6)
+  chex.assert_trees_all_equal(ours.init(jax.random.PRNGKey(0), x), params)  # same init
+  f = lambda m: lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))  # a non-linear cotangent
+  np.testing.assert_allclose(ours.apply(params, x), conv.apply(params, x), atol=1e-5)
+  chex.assert_trees_all_close(jax.grad(f(ours), argnums=(0, 1))(params, x),
+                              jax.grad(f(conv), argnums=(0, 1))(params, x), atol=1e-5)
 
 
 def test_mode_coverage_on_hand_made_points():

@@ -10,6 +10,7 @@ Conditioning: labels are one-hot inputs of the generator; the discriminator
 is a projection discriminator (Miyato & Koyama 2018): logit = psi(h) + <embed(y), h>.
 """
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from genjax.errors import ConfigError
@@ -77,6 +78,33 @@ class DCGenerator(nn.Module):
     return jnp.tanh(nn.Conv(C, (3, 3), padding='SAME')(h))
 
 
+class Stride2Conv(nn.Module):
+  """`nn.Conv(features, (4, 4), strides=(2, 2), padding='SAME')`: the same
+  parameters, the same function and multiply-adds, computed as one matmul of
+  the input's 4x4 patches (cut by strided slices) with the kernel. XLA's CPU
+  backend computes a convolution's kernel gradient, where the batch is the
+  contracted dimension, on a slow path, and the R1 penalty differentiates it
+  twice; a matmul's gradients are matmuls."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x_BxHxWxC):
+    _, H, W, C = x_BxHxWxC.shape
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (4, 4, C, self.features))
+    bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    out, pads = [], []
+    for size in (H, W):  # lax's SAME padding
+      n = -(-size // 2)
+      total = max((n - 1) * 2 + 4 - size, 0)
+      out.append(n)
+      pads.append((total // 2, total - total // 2))
+    x = jnp.pad(x_BxHxWxC, ((0, 0), *pads, (0, 0)))
+    Ho, Wo = out
+    patches = jnp.stack([x[:, u:u + 2 * Ho - 1:2, v:v + 2 * Wo - 1:2, :]
+                         for u in range(4) for v in range(4)], axis=3)  # (B, Ho, Wo, 16, C)
+    return jnp.einsum('bhwkc,kcf->bhwf', patches, kernel.reshape(16, C, self.features)) + bias
+
+
 class DCDiscriminator(nn.Module):
   """3x3 conv, then k stride-2 4x4 convs doubling the channels, leaky ReLU,
   no normalisation (so that gradient penalties see per-example gradients)."""
@@ -88,8 +116,7 @@ class DCDiscriminator(nn.Module):
     k = num_upsamplings(min(x_BxHxWxC.shape[1:3]))
     h = nn.leaky_relu(nn.Conv(self.width // 2, (3, 3), padding='SAME')(x_BxHxWxC), 0.2)
     for i in range(k):
-      h = nn.Conv(self.width * 2 ** i, (4, 4), strides=(2, 2), padding='SAME')(h)
-      h = nn.leaky_relu(h, 0.2)
+      h = nn.leaky_relu(Stride2Conv(self.width * 2 ** i, name=f'Conv_{i + 1}')(h), 0.2)
     h = h.reshape(h.shape[0], -1)
     return _head(h, label_B, self.num_classes)
 
