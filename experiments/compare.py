@@ -82,7 +82,7 @@ def get_config(arg='digits'):
   c.seeds = 1
   # Where every family reads the dataset (as their configs' data.data_dir, data.download).
   c.data = ml_collections.ConfigDict(dict(data_dir='', download=True))
-  c.budget_flops = 3e12  # training FLOPs per family; 0 = each family's own num_steps
+  c.budget_flops = 2e12  # training FLOPs per family; 0 = each family's own num_steps
   # True: no family runs past its own config's num_steps (its schedule's end), so a
   # family whose step is cheap uses less than the budget (the report says how much).
   c.cap_steps = False
