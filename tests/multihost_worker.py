@@ -2,14 +2,14 @@
 
   python tests/multihost_worker.py PHASE --coordinator=127.0.0.1:PORT --process_id=I --out=DIR
 
-Every registered family runs inside the one process pair of a phase (a pair
-per family would cost a JAX start and the compiles again), on its smoke config
-without evaluators:
+The families named by --families (all registered ones by default; the test
+runs one per pair, so that xdist spreads them over its workers) run inside the
+process pair of a phase, each on its smoke config without evaluators:
 
   first   per family: an uninterrupted run of its 4 steps ('straight'); an
           evaluation on uneven shards (host 0 holds a quarter of the split);
           a run into 'resumed' given up at step 3. The last family's run does
-          not give up: it waits, with checkpoint 2 written, for the test to
+          not give up: it waits, its checkpoints written, for the test to
           SIGKILL both processes.
   resume  per family: 'resumed' again, from its checkpoints, to the end.
 

@@ -15,8 +15,14 @@ from genjax import parallel
 def make_model(positions='rotary', max_len=12, vocab=11):
   model = Transformer(vocab_size=vocab, max_len=max_len, num_layers=2, num_heads=2, width=16,
                       positions=positions)
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, max_len), jnp.int32))['params']
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, max_len), jnp.int32))['params']
   return model, params
+
+
+def jitted(model):
+  """model.apply compiled whole (eagerly, each of its operations compiles on its own)."""
+  return jax.jit(lambda params, tokens, cache=None, index=None: model.apply(
+      {'params': params}, tokens, cache=cache, index=index), static_argnames='index')
 
 
 @pytest.mark.parametrize('positions', ['rotary', 'learned'])
@@ -25,13 +31,14 @@ def test_kv_cache_logits_equal_full_forward(positions):
   # (its TF32 default gives differences of ~3e-4).
   model, params = make_model(positions)
   tokens = jax.random.randint(jax.random.PRNGKey(1), (3, 12), 0, 11)
-  full, _ = model.apply({'params': params}, tokens)
+  apply = jitted(model)
+  full, _ = apply(params, tokens)
   # prefill 5 tokens, then feed the rest one at a time from the cache
   cache = model.init_cache(3)
-  logits, cache = model.apply({'params': params}, tokens[:, :5], cache=cache, index=0)
+  logits, cache = apply(params, tokens[:, :5], cache=cache, index=0)
   steps = [logits]
   for t in range(5, 12):
-    logits, cache = model.apply({'params': params}, tokens[:, t:t + 1], cache=cache, index=t)
+    logits, cache = apply(params, tokens[:, t:t + 1], cache=cache, index=t)
     steps.append(logits)
   np.testing.assert_allclose(jnp.concatenate(steps, 1), full, atol=1e-5, rtol=1e-5)
 
@@ -72,9 +79,12 @@ def test_greedy_decode_equals_repeated_full_forward():
   prompt = jnp.array([[3, 1, 4], [1, 5, 9]], jnp.int32)
   got = ar.decode(model, params, prompt, 10, jax.random.PRNGKey(0), temperature=0.0)
   seq = prompt
+  apply = jitted(model)
   for _ in range(10):  # the training forward pass, no cache, growing sequence
-    logits, _ = model.apply({'params': params}, seq)
-    seq = jnp.concatenate([seq, jnp.argmax(logits[:, -1], -1)[:, None].astype(jnp.int32)], 1)
+    # Padded to the context (one compile): the model is causal (test_model_is_causal).
+    logits, _ = apply(params, jnp.pad(seq, ((0, 0), (0, 12 - seq.shape[1]))))
+    next_token = jnp.argmax(logits[:, seq.shape[1] - 1], -1)[:, None].astype(jnp.int32)
+    seq = jnp.concatenate([seq, next_token], 1)
   np.testing.assert_array_equal(got, seq[:, 3:])
 
 

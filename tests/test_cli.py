@@ -93,9 +93,11 @@ def test_ctrl_c_saves_the_step_and_samples_keep_their_settings(tmp_path):
   Then two --mode=sample runs with other sampler settings write two titled files."""
   workdir = tmp_path / 'w'
   common = [AR, f'--workdir={workdir}']
+  # A suite started in the background (`nohup ... &`) ignores SIGINT, and so would the child.
   proc = subprocess.Popen(
       [sys.executable, 'launch.py', *common, '--config.train.num_steps=100000'], cwd=ROOT,
-      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
   metrics, t0 = workdir / 'metrics.jsonl', time.time()
   while not (metrics.exists() and '"train"' in metrics.read_text()):
     assert proc.poll() is None and time.time() - t0 < 400, proc.communicate()

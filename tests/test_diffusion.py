@@ -299,7 +299,7 @@ def tiny_family(variant='digits'):
 
 def test_guidance_scale_zero_is_the_unconditional_prediction():
   _, data, fam, state = tiny_family()
-  apply, params = fam.tools['apply'], state.params
+  apply, params = jax.jit(fam.tools['apply']), state.params  # eager, each op compiles alone
   # Random weights everywhere (the head starts at zero), so labels matter.
   leaves, tree = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
@@ -353,12 +353,13 @@ def test_dit_is_non_causal_and_outputs_levels():
   net = networks.DiT(patch=2, width=32, num_layers=1, num_heads=2, num_classes=10, out_levels=17)
   z = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
   t, label = jnp.array([3.0, 500.0]), jnp.array([1, 10])
-  params = net.init(jax.random.PRNGKey(1), z, t, label)['params']
+  params = jax.jit(net.init)(jax.random.PRNGKey(1), z, t, label)['params']
   leaves, tree = jax.tree_util.tree_flatten(params)  # random weights (the head starts at zero)
   keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
   params = jax.tree_util.tree_unflatten(
       tree, [p + 0.1 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)])
-  out = net.apply({'params': params}, z, t, label)
+  apply = jax.jit(net.apply)
+  out = apply({'params': params}, z, t, label)
   assert out.shape == (2, 8, 8, 1, 17)
-  out2 = net.apply({'params': params}, z.at[:, 6:, 6:].add(1.0), t, label)
+  out2 = apply({'params': params}, z.at[:, 6:, 6:].add(1.0), t, label)
   assert np.abs(out2[:, :2, :2] - out[:, :2, :2]).max() > 1e-4

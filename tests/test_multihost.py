@@ -1,6 +1,6 @@
 """Two processes on this machine as two hosts: jax.distributed over 127.0.0.1,
-2 CPU devices each, every registered family (tests/multihost_worker.py runs
-them all in one process pair per phase).
+2 CPU devices each, every registered family (a test each; tests/multihost_worker.py
+runs a family in one process pair per phase).
 
 What is checked: each host reads only its own shard of each training batch;
 the hosts hold the same state after every step; a run whose two processes are
@@ -89,56 +89,56 @@ def check_reads(name, reads0, reads1, host_batch):
       assert a == [0, n // 2] and b == [n // 2, n], (name, step, a, b)
 
 
-def test_every_family_trains_resumes_and_evaluates_on_two_hosts(tmp_path):
+@pytest.mark.parametrize('name', FAMILIES)
+def test_family_trains_resumes_and_evaluates_on_two_hosts(name, tmp_path):
   out, cache = str(tmp_path), str(tmp_path / 'jax_cache')
-  procs = worker.start_pair('first', out, cache=cache)
+  procs = worker.start_pair('first', out, f'--families={name}', cache=cache)
   ready = lambda: all(os.path.exists(os.path.join(out, f'ready_p{i}')) for i in range(2))
   wait_for(procs, out, 'first', until=ready)
-  for p in procs:  # both hosts die at once, the last family's step-3 save done
+  for p in procs:  # both hosts die at once, the step-3 save done
     p.kill()
     p.wait()
   first = load(out, 'first')
 
-  # The first family kept checkpoints 2 and 3: a crash damaged 3.
-  damaged = os.path.join(out, FAMILIES[0], 'resumed', 'checkpoints', '3')
+  # The run kept checkpoints 2 and 3: a crash damaged 3.
+  damaged = os.path.join(out, name, 'resumed', 'checkpoints', '3')
   files = [os.path.join(d, f) for d, _, fs in os.walk(damaged) for f in fs]
   largest = max(files, key=os.path.getsize)
   with open(largest, 'r+b') as f:
     f.truncate(os.path.getsize(largest) // 2)
 
-  procs = worker.start_pair('resume', out, cache=cache)
+  procs = worker.start_pair('resume', out, f'--families={name}', cache=cache)
   wait_for(procs, out, 'resume')
   resumed = load(out, 'resume')
   assert 'checkpoint 3 in' in _logs(out, 'resume') and 'damaged' in _logs(out, 'resume')
 
-  for name in FAMILIES:
-    a, b = first[0][name], first[1][name]
-    digests = [d for d, _ in a['straight']['digests']]
-    assert len(digests) == 4 and len(set(digests)) == 4, name
-    # Every step leaves the same state on both hosts and on each host's devices.
-    assert digests == [d for d, _ in b['straight']['digests']], name
-    assert all(same for _, same in a['straight']['digests'] + b['straight']['digests']), name
-    check_reads(name, a['straight']['reads'], b['straight']['reads'], 16 // 2)
+  a, b = first[0][name], first[1][name]
+  digests = [d for d, _ in a['straight']['digests']]
+  assert len(digests) == 4 and len(set(digests)) == 4, name
+  # Every step leaves the same state on both hosts and on each host's devices.
+  assert digests == [d for d, _ in b['straight']['digests']], name
+  assert all(same for _, same in a['straight']['digests'] + b['straight']['digests']), name
+  check_reads(name, a['straight']['reads'], b['straight']['reads'], 16 // 2)
 
-    if name in worker.UNEVEN_EVAL:
-      # Host 0 holds a quarter of the split: it pads with empty batches, and the
-      # sums over both hosts (the same on each) count every example once.
-      u0, u1 = a['uneven_eval'], b['uneven_eval']
-      assert u0['batches'] == u1['batches'] and u0['real_batches'] < u1['real_batches'], name
-      assert u0['sums'] == u1['sums'], name
-      assert u0['sums']['examples'] == u0['examples_read'] + u1['examples_read'], name
-      if u0['split_size'] is not None:
-        assert u0['sums']['examples'] == u0['split_size'], name
+  if name in worker.UNEVEN_EVAL:
+    # Host 0 holds a quarter of the split: it pads with empty batches, and the
+    # sums over both hosts (the same on each) count every example once.
+    u0, u1 = a['uneven_eval'], b['uneven_eval']
+    assert u0['batches'] == u1['batches'] and u0['real_batches'] < u1['real_batches'], name
+    assert u0['sums'] == u1['sums'], name
+    assert u0['sums']['examples'] == u0['examples_read'] + u1['examples_read'], name
+    if u0['split_size'] is not None:
+      assert u0['sums']['examples'] == u0['split_size'], name
 
-    r0, r1 = resumed[0][name], resumed[1][name]
-    assert r0['start'] == r1['start'] == 2, name
-    assert [d for d, _ in r0['digests']] == [d for d, _ in r1['digests']] == digests[2:], name
-    for s in ('2', '3'):  # a batch is a pure function of the step
-      assert r0['reads'][s] == a['straight']['reads'][s], (name, s)
-    straight = state(out, name, 'straight', 0)
-    chex.assert_trees_all_equal(straight, state(out, name, 'straight', 1))
-    chex.assert_trees_all_equal(straight, state(out, name, 'resumed', 0))
-    chex.assert_trees_all_equal(straight, state(out, name, 'resumed', 1))
+  r0, r1 = resumed[0][name], resumed[1][name]
+  assert r0['start'] == r1['start'] == 2, name
+  assert [d for d, _ in r0['digests']] == [d for d, _ in r1['digests']] == digests[2:], name
+  for s in ('2', '3'):  # a batch is a pure function of the step
+    assert r0['reads'][s] == a['straight']['reads'][s], (name, s)
+  straight = state(out, name, 'straight', 0)
+  chex.assert_trees_all_equal(straight, state(out, name, 'straight', 1))
+  chex.assert_trees_all_equal(straight, state(out, name, 'resumed', 0))
+  chex.assert_trees_all_equal(straight, state(out, name, 'resumed', 1))
 
 
 def test_sigterm_to_one_host_stops_both_after_the_same_step_and_saves_it(tmp_path):
