@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
 from genjax import compare_report, flops, run, sweep, train
@@ -47,6 +48,11 @@ def family_config(label, entry, c, seed):
   for key in list(config.evals.keys()):
     if config.evals[key].kind != 'likelihood':
       del config.evals[key]
+  # The reported likelihood is the 'test' evaluator's: where the test split is only
+  # evaluated under another name (a dataset without a validation split), it is added.
+  on_test = [e for e in config.evals.values() if e.get('split') == 'test']
+  if 'test' not in config.evals and on_test:
+    config.evals.test = ml_collections.ConfigDict(dict(kind='likelihood', split='test', every=0))
   source = f'experiments/compare.py families.{label}.overrides'
   for overrides in sweep.parse(entry.get('overrides', ''), source)[:1]:
     config = sweep.apply(config, overrides, source)

@@ -98,12 +98,15 @@ def test_ctrl_c_saves_the_step_and_samples_keep_their_settings(tmp_path):
       [sys.executable, 'launch.py', *common, '--config.train.num_steps=100000'], cwd=ROOT,
       env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-  metrics, t0 = workdir / 'metrics.jsonl', time.time()
-  while not (metrics.exists() and '"train"' in metrics.read_text()):
-    assert proc.poll() is None and time.time() - t0 < 400, proc.communicate()
-    time.sleep(0.5)
-  proc.send_signal(signal.SIGINT)
-  stdout, stderr = proc.communicate(timeout=300)
+  try:
+    metrics, t0 = workdir / 'metrics.jsonl', time.time()
+    while not (metrics.exists() and '"train"' in metrics.read_text()):
+      assert proc.poll() is None and time.time() - t0 < 400, proc.communicate()
+      time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+  finally:
+    proc.kill()  # a failed wait leaves no training process behind
   assert proc.returncode == 130, stderr[-3000:]
   said = [line for line in stdout.splitlines() if 'saved step' in line]
   assert len(said) == 1, stdout

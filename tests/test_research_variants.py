@@ -1,6 +1,7 @@
-"""Every family's research-scale image variants (mnist, cifar10) run end to end,
-at smoke size, on mocked TFDS data of the real shapes: these datasets cannot be
-downloaded here, and a config that never ran is a config that does not run.
+"""Every family's research-scale image variants (mnist, cifar10), and the
+comparisons of them, run end to end at smoke size on mocked TFDS data of the
+real shapes: these datasets cannot be downloaded here, and a config that never
+ran is a config that does not run.
 
 The cases come from the registry and each config's VARIANTS, so a new family
 or a new image variant is tested without editing this file.
@@ -77,3 +78,29 @@ def test_research_variant_trains_evaluates_and_samples(family, variant, tmp_path
     assert images.shape[1:] == SHAPES[variant]
     assert np.all(np.isfinite(images)) and images.min() >= 0 and images.max() <= 255
   assert os.listdir(os.path.join(workdir, 'samples'))
+
+
+@pytest.mark.parametrize('variant', RESEARCH)
+def test_research_comparison_trains_and_measures_every_image_family(variant, tmp_path):
+  """experiments/compare.py:<variant> at smoke size: every family with that variant
+  trained, its samples measured, the data row and the report written."""
+  from genjax import compare  # pylint: disable=g-import-not-at-top
+  from genjax.experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
+  config = compare_config.get_config(variant + ',smoke')
+  data_dir = str(tmp_path / 'tfds')
+  config.data.data_dir = data_dir
+  workdir = str(tmp_path / 'compare')
+  with mock_tfds(data_dir, names=(variant,)):
+    compare.main(config, workdir)
+  with open(os.path.join(workdir, 'report.json')) as f:
+    report = json.load(f)
+  rows = {r['family']: r for r in report['runs']}
+  assert set(rows) == {f for f, v in CASES if v == variant}, sorted(rows)
+  for name, row in rows.items():
+    assert 0 < row['selected_step'] <= row['steps'], (name, row)
+    assert row['train_flops'] > 0 and math.isfinite(row['fd']) and row['fd'] >= 0, (name, row)
+    assert 0 <= row['precision'] <= 1 and 0 <= row['recall'] <= 1, (name, row)
+    if row['likelihood'] != 'none':
+      assert math.isfinite(row['bpd']) and row['bpd'] > 0, (name, row)
+  assert math.isfinite(report['data']['fd']), report['data']
+  assert {'report.md', 'samples.png'} <= set(os.listdir(workdir))
