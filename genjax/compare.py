@@ -50,8 +50,7 @@ def family_config(label, entry, c, seed):
       del config.evals[key]
   # The reported likelihood is the 'test' evaluator's: where the test split is only
   # evaluated under another name (a dataset without a validation split), it is added.
-  on_test = [e for e in config.evals.values() if e.get('split') == 'test']
-  if 'test' not in config.evals and on_test:
+  if 'test' not in config.evals and any(e.get('split') == 'test' for e in config.evals.values()):
     config.evals.test = ml_collections.ConfigDict(dict(kind='likelihood', split='test', every=0))
   source = f'experiments/compare.py families.{label}.overrides'
   for overrides in sweep.parse(entry.get('overrides', ''), source)[:1]:

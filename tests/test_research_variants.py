@@ -15,7 +15,8 @@ import os
 import numpy as np
 import pytest
 
-from genjax import families, run
+from genjax import compare, families, run
+from genjax.experiments import compare as compare_config
 from tests.mock_tfds import mock_tfds
 
 RESEARCH = ('mnist', 'cifar10')
@@ -84,8 +85,6 @@ def test_research_variant_trains_evaluates_and_samples(family, variant, tmp_path
 def test_research_comparison_trains_and_measures_every_image_family(variant, tmp_path):
   """experiments/compare.py:<variant> at smoke size: every family with that variant
   trained, its samples measured, the data row and the report written."""
-  from genjax import compare  # pylint: disable=g-import-not-at-top
-  from genjax.experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
   config = compare_config.get_config(variant + ',smoke')
   data_dir = str(tmp_path / 'tfds')
   config.data.data_dir = data_dir

@@ -10,7 +10,6 @@ Conditioning: labels are one-hot inputs of the generator; the discriminator
 is a projection discriminator (Miyato & Koyama 2018): logit = psi(h) + <embed(y), h>.
 """
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from genjax.errors import ConfigError
