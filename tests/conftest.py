@@ -8,7 +8,9 @@ On a GPU the suite runs unchanged: multi-device tests take the CPU devices
 explicitly, and comparisons run at the highest matmul precision (TF32 is the
 GPU default) with deterministic reductions and scatter-adds.
 """
+import faulthandler
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
@@ -18,10 +20,27 @@ os.environ.setdefault('TFDS_DATA_DIR', os.path.join(tempfile.gettempdir(), 'genj
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'genjax_test_jax_cache'))
 
+# A native crash (a fatal signal in XLA or a C extension) kills an xdist
+# worker, and CI keeps only the end of the output. Each worker writes its
+# faulthandler dump to a file of its own; the controller reruns a crashed test
+# once and prints the dump's first lines in the summary.
+if 'PYTEST_XDIST_WORKER' not in os.environ:
+  os.environ['GENJAX_CRASH_DIR'] = tempfile.mkdtemp(prefix='genjax_crash_')
+
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 jax.config.update('jax_default_matmul_precision', 'highest')
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin points it at stderr
+def pytest_configure(config):
+  del config
+  worker = os.environ.get('PYTEST_XDIST_WORKER')
+  if worker and os.environ.get('GENJAX_CRASH_DIR'):
+    log = open(os.path.join(  # pylint: disable=consider-using-with
+        os.environ['GENJAX_CRASH_DIR'], f'{worker}-{os.getpid()}.log'), 'w')
+    faulthandler.enable(file=log, all_threads=True)
 
 
 def pytest_xdist_auto_num_workers(config):
@@ -51,3 +70,48 @@ def cpu_devices(n):
     pytest.skip(f'needs {n} CPU devices, has {len(devices)}: set XLA_FLAGS='
                 f'--xla_force_host_platform_device_count={n} before jax starts')
   return devices[:n]
+
+
+_crashes = {}  # test id -> times it crashed its worker (controller only)
+CRASH_RERUNS = 1
+
+
+def pytest_handlecrashitem(crashitem, report, sched):
+  """xdist: a test whose worker died of a native crash runs once more on a
+  fresh worker; a second crash fails it."""
+  _crashes[crashitem] = _crashes.get(crashitem, 0) + 1
+  if _crashes[crashitem] <= CRASH_RERUNS:
+    sched.mark_test_pending(crashitem)
+    report.outcome = 'rerun'
+
+
+def pytest_report_teststatus(report, config):
+  del config
+  if report.outcome == 'rerun':
+    return 'rerun', 'R', ('RERUN', {'yellow': True})
+  return None
+
+
+def pytest_terminal_summary(terminalreporter):
+  """The crashed tests and the head of each crashed worker's faulthandler dump."""
+  crash_dir = os.environ.get('GENJAX_CRASH_DIR')
+  if not _crashes or not crash_dir or not os.path.isdir(crash_dir):
+    return
+  tr = terminalreporter
+  tr.section('native crashes (each test reran once on a fresh worker)')
+  for nodeid, n in _crashes.items():
+    tr.write_line(f'{nodeid}: crashed its worker {n} time(s)')
+  for name in sorted(os.listdir(crash_dir)):
+    with open(os.path.join(crash_dir, name), errors='replace') as f:
+      lines = f.read().splitlines()
+    if lines:
+      tr.write_line(f'--- {name} (first 40 of {len(lines)} lines)')
+      for line in lines[:40]:
+        tr.write_line(line[:300])
+
+
+def pytest_unconfigure(config):
+  del config
+  crash_dir = os.environ.get('GENJAX_CRASH_DIR')
+  if 'PYTEST_XDIST_WORKER' not in os.environ and crash_dir:
+    shutil.rmtree(crash_dir, ignore_errors=True)
