@@ -66,6 +66,11 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
 
   c.sample = ml_collections.ConfigDict()
   c.sample.num_samples = 64  # --mode=sample
+
+  # Metrics always go to <workdir>/metrics.jsonl and TensorBoard (<workdir>/tb).
+  c.log = ml_collections.ConfigDict()
+  c.log.wandb = ''  # a Weights & Biases project: the metrics go there too (pip install wandb)
+  c.log.wandb_mode = ''  # 'offline' (no network; `wandb sync` later), 'online'; '' = $WANDB_MODE
   return c
 
 

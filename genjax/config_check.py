@@ -6,6 +6,8 @@ The checks every family shares live here; a family adds its own (its module's
 POSITIVE, NON_NEGATIVE, config_problems and data_problems, see
 genjax.families). Fields a config does not have are skipped.
 """
+import importlib.util
+
 from genjax import families
 from genjax.errors import ConfigError
 
@@ -66,6 +68,12 @@ def problems(config):
     step_range(get(config, 'train.profile_steps'))
   except ValueError as e:
     out.append(str(e))
+  mode = get(config, 'log.wandb_mode')
+  if mode not in (None, '', 'online', 'offline', 'disabled'):
+    out.append(f"log.wandb_mode={mode!r}: 'online', 'offline', 'disabled' or '' ($WANDB_MODE)")
+  if get(config, 'log.wandb') and importlib.util.find_spec('wandb') is None:
+    out.append(f"log.wandb={get(config, 'log.wandb')!r}: wandb is not installed "
+               "(pip install 'genjax-families[wandb]')")
   if hasattr(family, 'config_problems'):
     out += family.config_problems(config)
   return out

@@ -3,6 +3,7 @@ import json
 import os
 import re
 import time
+import uuid
 import zlib
 
 import jax
@@ -14,15 +15,24 @@ class MetricWriter:
   """Appends `{"step": s, "split": ..., **metrics}` to workdir/metrics.jsonl and
   writes the numeric ones as TensorBoard scalars under workdir/tb (process 0 only).
   `split` is 'train' or the evaluator's name; strings (such as the likelihood
-  label) go to the JSON line only."""
+  label) go to the JSON line only.
 
-  def __init__(self, workdir):
+  With `log.wandb` = a project name, the numeric ones also go to a Weights &
+  Biases run in workdir/wandb (`log.wandb_mode`: 'offline' needs no network;
+  '' leaves it to wandb, i.e. $WANDB_MODE). A resumed run continues the same
+  wandb run; its x-axis is the training step.
+  """
+
+  def __init__(self, workdir, log=None, config=None):
     self.active = jax.process_index() == 0
+    self._wandb = None
     if self.active:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
       self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
+      if log is not None and log.get('wandb'):
+        self._wandb = _wandb_run(workdir, log, config)
 
   def write(self, step, split, metrics):
     if not self.active:
@@ -34,11 +44,37 @@ class MetricWriter:
       if not isinstance(v, str):
         self._tb.add_scalar(f'{split}/{k}', v, int(step))
     self._tb.flush()
+    if self._wandb is not None:
+      self._wandb.log({'step': int(step), **{f'{split}/{k}': v for k, v in record.items()
+                                              if not isinstance(v, str)}})
 
   def close(self):
     if self.active:
       self._jsonl.close()
       self._tb.close()
+      if self._wandb is not None:
+        self._wandb.finish()
+        self._wandb = None
+
+
+def _wandb_run(workdir, log, config):
+  """A wandb run in workdir/wandb; the id is kept there, so a resume continues it."""
+  import wandb  # pylint: disable=g-import-not-at-top  (optional: genjax-families[wandb])
+  root = os.path.join(workdir, 'wandb')
+  os.makedirs(root, exist_ok=True)
+  id_file = os.path.join(root, 'genjax_run_id')
+  if os.path.exists(id_file):
+    run_id = open(id_file).read().strip()
+  else:
+    run_id = uuid.uuid4().hex[:12]
+    with open(id_file, 'w') as f:
+      f.write(run_id)
+  run = wandb.init(project=log.wandb, dir=workdir, id=run_id, resume='allow',
+                   mode=log.get('wandb_mode') or None, name=os.path.basename(os.path.abspath(workdir)),
+                   config=config.to_dict() if config is not None else None)
+  run.define_metric('step')
+  run.define_metric('*', step_metric='step')  # not wandb's own counter: resumes repeat steps
+  return run
 
 
 def to_unit(images, value_range):

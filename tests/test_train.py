@@ -249,6 +249,54 @@ def test_profile_steps_write_a_trace_of_those_steps(tmp_path, tiny_config):
       train_run(config, str(tmp_path / 'bad'))
 
 
+def wandb_history(path):
+  """The logged rows of an offline wandb run file (its record log: 32 KiB blocks of
+  7-byte-headed chunks, each record a protobuf `Record`)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  from wandb.proto import wandb_internal_pb2  # pylint: disable=g-import-not-at-top
+  data, rows, pos, buf, block = open(path, 'rb').read(), [], 7, b'', 2 ** 15
+  while pos + 7 <= len(data):
+    if block - pos % block < 7:
+      pos += block - pos % block  # the block's tail is padding
+      continue
+    _, length, kind = struct.unpack('<IHB', data[pos:pos + 7])
+    if length == 0 and kind == 0:
+      break
+    buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
+    if kind in (1, 4):  # a whole record, or a record's last chunk
+      record = wandb_internal_pb2.Record.FromString(buf)
+      buf = b''
+      if record.WhichOneof('record_type') == 'history':
+        rows.append({i.key or '/'.join(i.nested_key): json.loads(i.value_json)
+                     for i in record.history.item})
+  return rows
+
+
+def test_wandb_offline_logs_what_metrics_jsonl_holds_and_a_resume_continues_it(
+    tmp_path, tiny_config):
+  config = tiny_config('digits')
+  config.train.log_every = 2
+  config.log.wandb, config.log.wandb_mode = 'genjax-test', 'offline'
+  workdir = str(tmp_path / 'w')
+  train_run(config, workdir)
+  config.train.num_steps = 8  # a second run resumes from step 6
+  train_run(config, workdir)
+  runs = sorted(glob.glob(os.path.join(workdir, 'wandb', 'offline-run-*', 'run-*.wandb')))
+  assert len(runs) == 2 and len({os.path.basename(r) for r in runs}) == 1, runs  # one run id
+  logged = {(row['step'], k): v for r in runs for row in wandb_history(r)
+            for k, v in row.items() if k.startswith('train/')}
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    train = [json.loads(line) for line in f if '"train"' in line]
+  assert train[0]['step'] < 6 < train[-1]['step'] == 8, train  # both runs logged
+  for r in train:
+    for k, v in r.items():
+      if k not in ('step', 'split', 'time'):
+        assert logged[(r['step'], f'train/{k}')] == pytest.approx(v, rel=1e-6), (r['step'], k)
+  config.log.wandb_mode = 'offlne'
+  with pytest.raises(ConfigError, match=r"log.wandb_mode='offlne'"):
+    train_run(config, str(tmp_path / 'bad'))
+
+
 def test_a_bad_profile_range_is_one_sentence_and_writes_nothing(tmp_path):
   out = run_launch('--config=experiments/autoregressive.py:digits,smoke', f'--workdir={tmp_path}/w',
                    '--config.train.profile_steps=5,2')
