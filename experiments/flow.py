@@ -1,7 +1,7 @@
 """Normalizing flows (RealNVP / Glow): exact likelihood by change of variables.
 
   python launch.py --config=experiments/flow.py:digits --workdir=/tmp/flow_digits
-      Multi-scale flow on 8x8 digits: 2.15 bits/dim on test; 3.6 minutes on a 2-core CPU.
+      Multi-scale flow on 8x8 digits: 2.15 bits/dim on test.
   python launch.py --config=experiments/flow.py:moons --workdir=/tmp/flow_moons
       RealNVP on toy2d (also :ring8, :grid25, :swissroll): moons test NLL 0.371 nats; 5.5 min.
   python launch.py --config=experiments/flow.py:mnist --workdir=/tmp/flow_mnist

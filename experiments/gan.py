@@ -1,11 +1,11 @@
 """GANs on toy 2-D mixtures and on images.
 
   python launch.py --config=experiments/gan.py:digits --workdir=/tmp/gan_digits
-      DCGAN on 8x8 digits: all 10 classes in its samples; 8 min 50 s on a 2-core CPU.
+      DCGAN on 8x8 digits: all 10 classes in its samples.
   python launch.py --config=experiments/gan.py:ring8 --workdir=/tmp/gan_ring8
       MLP GAN (PacGAN-2, R1, EMA G): 8/8 modes on each of 10 seeds.
   python launch.py --config=experiments/gan.py:grid25 --workdir=/tmp/gan_grid25
-      The same on the 5x5 grid: 25/25 modes on each of 10 seeds; about 3 minutes a seed.
+      The same on the 5x5 grid: 25/25 modes on each of 10 seeds.
   python launch.py --config=experiments/gan.py:grid25_collapse --workdir=/tmp/gan_collapse
       The documented failure (saturating loss, D at 5x G's lr): 16.5 of 25 modes on average.
   python bench/gan_modes.py

@@ -1,7 +1,7 @@
 """Variational autoencoders: ELBO training, IWAE bounds, latent tools, anomaly scores.
 
   python launch.py --config=experiments/vae.py:digits --workdir=/tmp/vae_digits
-      Conv VAE on 8x8 digits: 1.99 bits/dim (IWAE, K = 1000) on test; 3.6 minutes on a 2-core CPU.
+      Conv VAE on 8x8 digits: 1.99 bits/dim (IWAE, K = 1000) on test.
   python launch.py --config=experiments/vae.py:digits_z2 --workdir=/tmp/vae_digits_z2
       The same with a 2-D latent, for the latent map coloured by label (not run to the end).
   python launch.py --config=experiments/vae.py:digits_holdout --workdir=/tmp/vae_holdout
