@@ -3,9 +3,8 @@ float32 matmuls at full precision, a private TFDS dir, and one persistent
 compilation cache for the whole run (the xdist workers and the processes the
 tests start share it): the suite compiles the same smoke models in many
 tests, and a second compile of a program is a read from disk. Every compile
-is kept, however short, and XLA compiles with its optimisation passes off:
-the suite's programs are tiny, and compiling them costs more than running
-them.
+is kept, however short, and XLA:CPU compiles at its first optimisation level
+(tests/flags.py).
 
 On a GPU the suite runs unchanged: multi-device tests take the CPU devices
 explicitly, and comparisons run at the highest matmul precision (TF32 is the
@@ -16,14 +15,15 @@ import os
 import shutil
 import tempfile
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4')
+from tests.flags import QUICK_COMPILE  # pylint: disable=g-import-not-at-top
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4 ' + QUICK_COMPILE)
 if '--xla_gpu_deterministic_ops' not in os.environ['XLA_FLAGS']:
   os.environ['XLA_FLAGS'] += ' --xla_gpu_deterministic_ops=true'
 os.environ.setdefault('TFDS_DATA_DIR', os.path.join(tempfile.gettempdir(), 'genjax_test_tfds'))
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'genjax_test_jax_cache'))
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
-os.environ.setdefault('JAX_DISABLE_MOST_OPTIMIZATIONS', '1')
 
 # A native crash (a fatal signal in XLA or a C extension) kills an xdist
 # worker, and CI keeps only the end of the output. Each worker writes its

@@ -20,6 +20,7 @@ from packaging.version import Version
 import pytest
 
 from genjax import cli, run, writers
+from tests.flags import ONE_DEVICE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAE = '--config=experiments/vae.py:digits,smoke'
@@ -29,7 +30,7 @@ TOOLS = {'pytest', 'pytest-xdist', 'hypothesis', 'nbclient', 'nbformat', 'ipyker
 
 def _env():
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  env['XLA_FLAGS'] = ''
+  env['XLA_FLAGS'] = ONE_DEVICE
   return env
 
 
@@ -185,6 +186,7 @@ def test_the_package_declares_runtime_dependencies_only_and_ships_the_configs(tm
             for e in dist.metadata.get_all('Provides-Extra')}
   assert {'pytest', 'pytest-xdist', 'hypothesis', 'nbclient', 'ipykernel'} <= extras['test']
   assert extras['bench'] == {'torch'} and extras['cuda'] == extras['tpu'] == {'jax'}
+  assert extras['wandb'] == {'wandb'} and 'wandb' in extras['test']
   assert dist.metadata['Requires-Python'] == '>=3.11'
   assert 'genjax = genjax.cli:main' in dist.read_text('entry_points.txt')
   # This suite runs with every declared dependency at or above its lower bound.

@@ -19,6 +19,7 @@ import sys
 import pytest
 
 from genjax.data.pipeline import OFFLINE
+from tests.flags import ONE_DEVICE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A command runs to the end of the line or a shell separator; quoted text may hold ';'.
@@ -141,7 +142,7 @@ def _run_documented(cmd, tmp):
   if internet and 'genjax.data.prepare' in argv:
     pytest.skip('prepares a dataset from the internet')
   env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-  env['XLA_FLAGS'] = ''  # one device, as a user's laptop has
+  env['XLA_FLAGS'] = ONE_DEVICE  # one device, as a user's laptop has
   out = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   if internet:
     assert out.returncode != 0, f'{cmd}: ran without its dataset'

@@ -18,6 +18,7 @@ from packaging.requirements import Requirement
 
 from genjax import notebook
 from genjax.families import REGISTRY
+from tests.flags import ONE_DEVICE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = sorted(glob.glob(os.path.join(ROOT, 'colab', '*.ipynb')))
@@ -45,7 +46,7 @@ def test_notebooks_are_stored_without_outputs():
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
   monkeypatch.setenv('GENJAX_NOTEBOOK_SMOKE', '1')
   monkeypatch.setenv('GENJAX_NOTEBOOK_WORKDIR', str(tmp_path))
-  monkeypatch.setenv('XLA_FLAGS', '')  # one device, as a Colab CPU runtime has
+  monkeypatch.setenv('XLA_FLAGS', ONE_DEVICE)  # one device, as a Colab CPU runtime has
   monkeypatch.delenv('PYTHONPATH', raising=False)
   nb = nbformat.read(path, as_version=4)
   # Raises CellExecutionError, with the cell and its traceback, on any error.
