@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import chex
 import numpy as np
@@ -260,8 +261,8 @@ def wandb_history(path):
       pos += block - pos % block  # the block's tail is padding
       continue
     _, length, kind = struct.unpack('<IHB', data[pos:pos + 7])
-    if length == 0 and kind == 0:
-      break
+    if (length == 0 and kind == 0) or pos + 7 + length > len(data):
+      break  # the end, or a record still being written
     buf, pos = buf + data[pos + 7:pos + 7 + length], pos + 7 + length
     if kind in (1, 4):  # a whole record, or a record's last chunk
       record = wandb_internal_pb2.Record.FromString(buf)
@@ -283,15 +284,20 @@ def test_wandb_offline_logs_what_metrics_jsonl_holds_and_a_resume_continues_it(
   train_run(config, workdir)
   runs = sorted(glob.glob(os.path.join(workdir, 'wandb', 'offline-run-*', 'run-*.wandb')))
   assert len(runs) == 2 and len({os.path.basename(r) for r in runs}) == 1, runs  # one run id
-  logged = {(row['step'], k): v for r in runs for row in wandb_history(r)
-            for k, v in row.items() if k.startswith('train/')}
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     train = [json.loads(line) for line in f if '"train"' in line]
   assert train[0]['step'] < 6 < train[-1]['step'] == 8, train  # both runs logged
-  for r in train:
-    for k, v in r.items():
-      if k not in ('step', 'split', 'time'):
-        assert logged[(r['step'], f'train/{k}')] == pytest.approx(v, rel=1e-6), (r['step'], k)
+  expected = {(r['step'], f'train/{k}'): v for r in train for k, v in r.items()
+              if k not in ('step', 'split', 'time')}
+  for _ in range(60):  # wandb's service may still be writing the last rows to disk
+    logged = {(row['step'], k): v for r in runs for row in wandb_history(r)
+              for k, v in row.items() if k.startswith('train/')}
+    if expected.keys() <= logged.keys():
+      break
+    time.sleep(0.5)
+  assert expected.keys() <= logged.keys(), sorted(expected.keys() - logged.keys())
+  for key, v in expected.items():
+    assert logged[key] == pytest.approx(v, rel=1e-6), key
   config.log.wandb_mode = 'offlne'
   with pytest.raises(ConfigError, match=r"log.wandb_mode='offlne'"):
     train_run(config, str(tmp_path / 'bad'))
