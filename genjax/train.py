@@ -247,7 +247,7 @@ def train_and_evaluate(ex):
   tc = config.train
   profile = _Profile(tc.get('profile_steps', ''), workdir)  # a bad value: before any work
   start = ex.step
-  writer = writers.MetricWriter(workdir, config.get('log'), config)
+  writer = writers.MetricWriter(workdir, config)
   if start:
     print(f'resuming from step {start} in {workdir}', flush=True)
   rstate = parallel.replicate(ex.start_state)  # the live copy; its buffers get donated

@@ -17,13 +17,13 @@ class MetricWriter:
   `split` is 'train' or the evaluator's name; strings (such as the likelihood
   label) go to the JSON line only.
 
-  With `log.wandb` = a project name, the numeric ones also go to a Weights &
-  Biases run in workdir/wandb (`log.wandb_mode`: 'offline' needs no network;
+  With `config.log.wandb` = a project name, the numeric ones also go to a
+  Weights & Biases run in workdir/wandb (`log.wandb_mode`: 'offline' needs no network;
   '' leaves it to wandb, i.e. $WANDB_MODE). A resumed run continues the same
   wandb run; its x-axis is the training step.
   """
 
-  def __init__(self, workdir, log=None, config=None):
+  def __init__(self, workdir, config=None):
     self.active = jax.process_index() == 0
     self._wandb = None
     if self.active:
@@ -31,8 +31,8 @@ class MetricWriter:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a')
       self._tb = SummaryWriter(os.path.join(workdir, 'tb'))
-      if log is not None and log.get('wandb'):
-        self._wandb = _wandb_run(workdir, log, config)
+      if config is not None and config.get('log', {}).get('wandb'):
+        self._wandb = _wandb_run(workdir, config)
 
   def write(self, step, split, metrics):
     if not self.active:
@@ -57,21 +57,22 @@ class MetricWriter:
         self._wandb = None
 
 
-def _wandb_run(workdir, log, config):
+def _wandb_run(workdir, config):
   """A wandb run in workdir/wandb; the id is kept there, so a resume continues it."""
   import wandb  # pylint: disable=g-import-not-at-top  (optional: genjax-families[wandb])
   root = os.path.join(workdir, 'wandb')
   os.makedirs(root, exist_ok=True)
   id_file = os.path.join(root, 'genjax_run_id')
   if os.path.exists(id_file):
-    run_id = open(id_file).read().strip()
+    with open(id_file) as f:
+      run_id = f.read().strip()
   else:
     run_id = uuid.uuid4().hex[:12]
     with open(id_file, 'w') as f:
       f.write(run_id)
-  run = wandb.init(project=log.wandb, dir=workdir, id=run_id, resume='allow',
-                   mode=log.get('wandb_mode') or None, name=os.path.basename(os.path.abspath(workdir)),
-                   config=config.to_dict() if config is not None else None)
+  run = wandb.init(project=config.log.wandb, dir=workdir, id=run_id, resume='allow',
+                   mode=config.log.get('wandb_mode') or None,
+                   name=os.path.basename(os.path.abspath(workdir)), config=config.to_dict())
   run.define_metric('step')
   run.define_metric('*', step_metric='step')  # not wandb's own counter: resumes repeat steps
   return run
