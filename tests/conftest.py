@@ -98,7 +98,7 @@ def pytest_report_teststatus(report, config):
 
 
 def pytest_terminal_summary(terminalreporter):
-  """The crashed tests and the head of each crashed worker's faulthandler dump."""
+  """The crashed tests, and where each crashed worker's faulthandler dump says it crashed."""
   crash_dir = os.environ.get('GENJAX_CRASH_DIR')
   if not _crashes or not crash_dir or not os.path.isdir(crash_dir):
     return
@@ -110,8 +110,11 @@ def pytest_terminal_summary(terminalreporter):
     with open(os.path.join(crash_dir, name), errors='replace') as f:
       lines = f.read().splitlines()
     if lines:
-      tr.write_line(f'--- {name} (first 40 of {len(lines)} lines)')
-      for line in lines[:40]:
+      # The thread that crashed is 'Current thread'; the others only wait.
+      start = next((i for i, line in enumerate(lines) if line.startswith('Current thread')), 0)
+      tr.write_line(f'--- {name} (lines {start + 1}-{min(start + 60, len(lines))} of '
+                    f'{len(lines)}, and its first line)')
+      for line in ([lines[0]] if start else []) + lines[start:start + 60]:
         tr.write_line(line[:300])
 
 
