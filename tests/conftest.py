@@ -15,11 +15,9 @@ import os
 import shutil
 import tempfile
 
-from tests.flags import QUICK_COMPILE  # pylint: disable=g-import-not-at-top
+from tests.flags import ONE_DEVICE  # pylint: disable=g-import-not-at-top
 
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4 ' + QUICK_COMPILE)
-if '--xla_gpu_deterministic_ops' not in os.environ['XLA_FLAGS']:
-  os.environ['XLA_FLAGS'] += ' --xla_gpu_deterministic_ops=true'
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=4 ' + ONE_DEVICE)
 os.environ.setdefault('TFDS_DATA_DIR', os.path.join(tempfile.gettempdir(), 'genjax_test_tfds'))
 os.environ.setdefault('JAX_COMPILATION_CACHE_DIR',
                       os.path.join(tempfile.gettempdir(), 'genjax_test_jax_cache'))
@@ -35,7 +33,8 @@ if 'PYTEST_XDIST_WORKER' not in os.environ:
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-jax.config.update('jax_default_matmul_precision', 'highest')
+if jax.default_backend() == 'gpu':  # TF32 otherwise; a CPU computes float32 either way
+  jax.config.update('jax_default_matmul_precision', 'highest')
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's faulthandler plugin points it at stderr
