@@ -16,6 +16,7 @@ REGISTRY = {
     'autoregressive': 'genjax.families.autoregressive',
     'diffusion': 'genjax.families.diffusion',
     'flow': 'genjax.families.flow',
+    'flow_matching': 'genjax.families.flow_matching',
     'gan': 'genjax.families.gan',
     'masked_diffusion': 'genjax.families.masked_diffusion',
     'vae': 'genjax.families.vae',
