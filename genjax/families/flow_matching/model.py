@@ -51,7 +51,12 @@ def guided(net, params, label_N, scale, null):
   if scale in (0, 1):
     return at(null_N if scale == 0 else label_N), 1
   cond, uncond = at(label_N), at(null_N)
-  return (lambda x, t: uncond(x, t) + scale * (cond(x, t) - uncond(x, t))), 2
+
+  def field(x, t):
+    v_u = uncond(x, t)
+    return v_u + scale * (cond(x, t) - v_u)
+
+  return field, 2
 
 
 def dequantise(x, keys, salt):
