@@ -5,8 +5,10 @@ Every solver returns (y at t1, the trajectory or None, network evaluations),
 the last a Python int: each call of f is one evaluation of the network.
   euler  one evaluation per step: steps.
   heun   Heun's method (explicit trapezoid): an Euler predictor, then the
-         mean of the slopes at both ends; two evaluations on every step,
-         the last included: 2 * steps.
+         mean of the slopes at both ends; the last step is Euler's alone,
+         as in EDM, so the field is never evaluated at t1 itself (at the
+         data end it is the network's guess where the data are points):
+         2 * steps - 1.
   rk4    classical Runge-Kutta: 4 * steps.
 """
 import jax
@@ -22,7 +24,7 @@ def network_evals(solver, steps):
   """Evaluations of f that `solve` spends for one solve (per sample)."""
   if solver not in STAGES:
     raise ConfigError(f'sample.solver must be one of {SOLVERS}, got {solver!r}')
-  return STAGES[solver] * steps
+  return STAGES[solver] * steps - (solver == 'heun')
 
 
 def _axpy(a, x, y):
@@ -60,12 +62,17 @@ def solve(f, y, *, solver, steps, t0=0.0, t1=1.0, keep_path=False):
   """
   evals = network_evals(solver, steps)
   one_step, h = STEPS[solver], (t1 - t0) / steps
+  loop_steps = steps - 1 if solver == 'heun' else steps
 
   def body(y, i):
     y = one_step(f, y, t0 + i * h, h)
     return y, (y if keep_path else None)
 
-  y_end, path = jax.lax.scan(body, y, jnp.arange(steps, dtype=jnp.float32))
+  y_end, path = jax.lax.scan(body, y, jnp.arange(loop_steps, dtype=jnp.float32))
+  parts = [jax.tree_util.tree_map(lambda a: a[None], y), path]
+  if solver == 'heun':
+    y_end = euler_step(f, y_end, t0 + loop_steps * h, h)
+    parts.append(jax.tree_util.tree_map(lambda a: a[None], y_end))
   if keep_path:
-    path = jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a[None], b]), y, path)
+    path = jax.tree_util.tree_map(lambda *a: jnp.concatenate(a), *parts)
   return y_end, path, evals
