@@ -41,10 +41,12 @@ VARIANTS = ('digits', 'digits_full') + TOY2D + ('pysrc', 'mnist', 'cifar10')
 MODALITY = {'digits': 'image', 'digits_full': 'image', 'pysrc': 'text', 'mnist': 'image',
             'cifar10': 'image', **{v: 'points' for v in TOY2D}}
 # What the comparison changes in a family's own config, by the data's modality:
-# every family samples unconditionally (diffusion without its class guidance) and
-# draws from its model (the VAE from its decoder, not the decoder's mean); the AR
-# model writes 60 bytes after 'def ', so every model's samples fill one window.
+# every family samples unconditionally (diffusion and flow matching without their
+# class guidance) and draws from its model (the VAE from its decoder, not the
+# decoder's mean); the AR model writes 60 bytes after 'def ', so every model's
+# samples fill one window.
 OVERRIDES = {('image', 'diffusion'): 'sample.guidance=0.0',
+             ('image', 'flow_matching'): 'sample.guidance=0.0',
              ('image', 'vae'): 'sample.decode=draw',
              ('text', 'autoregressive'): 'sample.length=60'}
 
