@@ -22,7 +22,7 @@ TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')
 # What ',smoke' changes beyond experiments.common.SMOKE.
 SMOKE = {'model.channels': 8, 'model.num_res_blocks': 1, 'model.channel_mult': (1, 2),
          'model.width': 32, 'model.num_layers': 1, 'model.num_heads': 2,
-         'flow_matching.eval_steps': 2, 'flow_matching.probes': 2, 'sample.steps': 4,
+         'flow_matching.eval_steps': 1, 'flow_matching.probes': 2, 'sample.steps': 4,
          'sample.solver': 'euler',
          'data.batch_size': 16}
 
