@@ -121,8 +121,8 @@ def counted(field):
 @pytest.mark.parametrize('steps', [1, 5])
 def test_each_solver_reports_the_evaluations_it_makes(solver, steps):
   field, calls = counted(lambda x, t: -x * t)
-  y, _, evals = jax.jit(lambda y: solvers.solve(field, y, solver=solver, steps=steps),
-                        static_argnums=())(jnp.ones((4, 2)))
+  y, _, evals = jax.jit(lambda y: solvers.solve(field, y, solver=solver, steps=steps))(
+      jnp.ones((4, 2)))
   jax.block_until_ready(y)
   jax.effects_barrier()
   assert evals == calls[0] == solvers.network_evals(solver, steps)
