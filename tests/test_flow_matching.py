@@ -11,7 +11,8 @@ from genjax.data import Dataset
 from genjax.errors import ConfigError
 from genjax.experiments import flow_matching as fm_config
 from genjax.families import flow_matching
-from genjax.families.flow_matching import likelihood, model, paths, solvers
+from genjax.families.flow_matching import model, paths
+from genjax.ode import likelihood, solvers
 
 MU = jnp.array([1.5, -0.5, 0.2])
 STD = jnp.array([0.6, 1.3, 0.9])

@@ -3,8 +3,9 @@ sampled by integrating its ODE from noise (t = 0) to data (t = 1), with a
 likelihood by the instantaneous change of variables.
 
 The probability path (`flow_matching.path`) and loss are in `paths`; the
-Euler / Heun / RK4 samplers in `solvers`; the ODE likelihood in `likelihood`;
-the network (diffusion's U-Net, DiT or MLP) and the data maps in `model`.
+network (diffusion's U-Net, DiT or MLP) and the data maps in `model`. The
+Euler / Heun / RK4 samplers and the ODE likelihood are the shared ones in
+`genjax.ode`.
 Class labels drop to the null class with probability `p_uncond`, so one
 network is conditional and unconditional, and sampling uses classifier-free
 guidance (`sample.guidance`). An EMA of the parameters samples and evaluates.
@@ -25,7 +26,8 @@ import numpy as np
 from genjax import optim
 from genjax.families import base
 from genjax.families import diffusion
-from genjax.families.flow_matching import likelihood, model, paths, solvers
+from genjax.families.flow_matching import model, paths
+from genjax.ode import likelihood, solvers
 
 MODALITIES = ('image', 'points')
 POSITIVE = ('model.num_res_blocks', 'model.patch', 'sample.steps', 'flow_matching.eval_steps',

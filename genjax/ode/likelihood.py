@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.errors import ConfigError
-from genjax.families.flow_matching import solvers
+from genjax.ode import solvers
 
 DIVERGENCES = ('exact', 'hutchinson')
 LOG_2PI = float(np.log(2 * np.pi))
