@@ -1,9 +1,12 @@
-"""The flow's log-density by the instantaneous change of variables.
+"""Log-densities by the instantaneous change of variables.
 
 Along the flow dx/dt = v(x, t), d log p_t(x(t)) / dt = -div v(x(t), t). So
-from a data point x(1) = x the augmented ODE [x, delta] with d delta/dt =
-div v, delta(1) = 0, integrated back to t = 0 (RK4, `solvers.solve`), gives
-    log p_1(x) = log N(x(0); 0, I) + delta(0).
+from a data point x(t_data) = x the augmented ODE [x, delta] with d delta/dt =
+div v, delta(t_data) = 0, integrated to the prior's time t_prior
+(`solvers.solve`), gives
+    log p(x) = log N(x(t_prior); 0, I) + delta(t_prior).
+Flow matching's data sit at t = 1 and its noise at t = 0; diffusion's
+probability-flow ODE runs the other way.
 The divergence is exact (the trace of `jax.jacfwd`, D forward passes per
 example: for points) or Hutchinson's estimate eps^T (dv/dx) eps with K
 Rademacher probes (one backward pass each). Each probe keeps its own delta
@@ -50,12 +53,13 @@ def hutchinson_divergence(velocity, x, t, probes_KxB):
   return v, est.T
 
 
-def log_likelihood(velocity, x1, *, steps, divergence, probes_KxB=None):
-  """(log p_1(x1) (B,), its standard error (B,)) of data x1 under the flow of
+def log_likelihood(velocity, x, *, steps, divergence, probes_KxB=None, t_data=1.0,
+                   t_prior=0.0):
+  """(log p(x) (B,), its standard error (B,)) of data x under the flow of
   `velocity(x_B, t) -> (B, ...)` (t a scalar), by RK4 in `steps` steps from
-  t = 1 to 0. divergence 'exact' (standard error 0) or 'hutchinson' with the
-  probes (K, B, ...) (K >= 2 for a standard error)."""
-  B = x1.shape[0]
+  t_data to t_prior. divergence 'exact' (standard error 0) or 'hutchinson'
+  with the probes (K, B, ...) (K >= 2 for a standard error)."""
+  B = x.shape[0]
   if divergence == 'exact':
     def field(state, t):
       x, _ = state
@@ -67,10 +71,10 @@ def log_likelihood(velocity, x1, *, steps, divergence, probes_KxB=None):
       return hutchinson_divergence(velocity, x, t, probes_KxB)
     delta = jnp.zeros((B, probes_KxB.shape[0]), jnp.float32)
   else:
-    raise ConfigError(f'flow_matching.divergence must be one of {DIVERGENCES}, got {divergence!r}')
-  (x0, delta), _, _ = solvers.solve(field, (x1.astype(jnp.float32), delta), solver='rk4',
-                                    steps=steps, t0=1.0, t1=0.0)
-  log_p = std_normal_logpdf(x0)
+    raise ConfigError(f'the divergence must be one of {DIVERGENCES}, got {divergence!r}')
+  (x_prior, delta), _, _ = solvers.solve(field, (x.astype(jnp.float32), delta), solver='rk4',
+                                         steps=steps, t0=t_data, t1=t_prior)
+  log_p = std_normal_logpdf(x_prior)
   if divergence == 'exact':
     return log_p + delta, jnp.zeros_like(log_p)
   K = delta.shape[1]

@@ -17,8 +17,12 @@ discrete-time one over the T steps with the posterior's variance tilde beta_t
 in p(x_{t-1} | x_t): prior KL at T + diffusion terms t = 2..T + the
 discretised decoder at t = 1 (Gaussian with std sqrt(beta_1) about x0_hat,
 integrated over each level's bin). It is for the unconditional model (the null
-label); 'nll_cond' is the class-conditional one. tools['complete'] fills
-missing pixels of images by inpainting.
+label); 'nll_cond' is the class-conditional one. With
+`diffusion.ode_likelihood`, eval 'nll_ode' is -log p(x) of the same model's
+probability-flow ODE (`pf_ode`: RK4 over `ode_steps`, the divergence exact or
+Hutchinson's, 'nll_ode_se' its standard error): for points the ODE's density,
+for images a bound, the images dequantised by uniform noise over each level's
+bin. tools['complete'] fills missing pixels of images by inpainting.
 """
 import functools
 
@@ -31,19 +35,25 @@ from genjax import optim
 from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.families.diffusion import figures as figures_lib
-from genjax.families.diffusion import losses, networks, sampling, schedules
+from genjax.families.diffusion import losses, networks, pf_ode, sampling, schedules
+from genjax.ode import likelihood
 
 
 MODALITIES = ('image', 'points')
-POSITIVE = ('model.num_steps', 'model.num_res_blocks', 'model.patch', 'sample.ddim_steps')
+POSITIVE = ('model.num_steps', 'model.num_res_blocks', 'model.patch', 'sample.ddim_steps',
+            'diffusion.ode_steps', 'diffusion.ode_probes')
 NON_NEGATIVE = ('sample.guidance',)
 
 
 def config_problems(config):
+  out = []
   steps, T = config.sample.get('ddim_steps'), config.model.get('num_steps')
   if isinstance(steps, int) and isinstance(T, int) and steps > T:
-    return [f'sample.ddim_steps={steps}: at most model.num_steps (T = {T})']
-  return []
+    out.append(f'sample.ddim_steps={steps}: at most model.num_steps (T = {T})')
+  divergence = config.diffusion.get('ode_divergence', 'exact')
+  if divergence not in likelihood.DIVERGENCES:
+    out.append(f'diffusion.ode_divergence={divergence!r}: one of {likelihood.DIVERGENCES}')
+  return out
 
 
 def data_problems(config, info, num_devices=1):
@@ -93,6 +103,18 @@ def to_model_space(batch, info, point_scale):
   if info.modality == 'image':
     return batch['image'].astype(jnp.float32) * (2.0 / (info.num_levels - 1)) - 1.0
   return batch['x'].astype(jnp.float32) / point_scale
+
+
+def dequantise(x0, keys, info, point_scale, salt=5):
+  """(y, log|dy/dv| per example): images in model space moved by uniform noise
+  across their level's bin (v = level + u - 1/2, u ~ U[0, 1)), whose density
+  bounds the levels' probability; points as they are, in the data's units."""
+  D = x0[0].size
+  if info.modality != 'image':
+    return x0, -D * float(np.log(point_scale))
+  scale = 2.0 / (info.num_levels - 1)
+  u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, salt), x0.shape[1:]))(keys)
+  return x0 + (u - 0.5) * scale, D * float(np.log(scale))
 
 
 def example_keys(rng, n):
@@ -175,6 +197,20 @@ def build(config, info):
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          ema_params=ema_params), metrics
 
+  def ode_log_density(params, x0, keys, label):
+    """(log p(x) in data units (B,), its standard error (B,)) by the
+    probability-flow ODE."""
+    y, log_jac = dequantise(x0, keys, info, point_scale)
+    probes = None
+    if d.ode_divergence == 'hutchinson':
+      probes = jax.vmap(lambda k: likelihood.rademacher(jax.random.fold_in(k, 6),
+                                                        (d.ode_probes,) + y.shape[1:]))(keys)
+      probes = jnp.swapaxes(probes, 0, 1)  # (K, B, ...)
+    log_p, se = pf_ode.log_likelihood(pf_ode.model_eps(net, m.target, params, label), sched, y,
+                                      steps=d.ode_steps, divergence=d.ode_divergence,
+                                      probes_KxB=probes)
+    return log_p + log_jac, se
+
   def eval_step(state, batch, rng):
     x0 = to_model_space(batch, info, point_scale)
     B, mask = x0.shape[0], batch['mask'].astype(jnp.float32)
@@ -184,6 +220,9 @@ def build(config, info):
     sums = dict(nll=((prior + decoder + diff) * mask).sum(), nll_prior=(prior * mask).sum(),
                 nll_decoder=(decoder * mask).sum(), nll_diffusion=(diff * mask).sum(),
                 dims=mask.sum() * x0[0].size, examples=mask.sum())
+    if d.get('ode_likelihood'):
+      log_p, se = ode_log_density(state.ema_params, x0, keys, null_label)
+      sums.update(nll_ode=(-log_p * mask).sum(), nll_ode_se=(se * mask).sum())
     if num_classes and d.eval_conditional:
       p, dec, df = bound(state.ema_params, x0, batch['label'].astype(jnp.int32), keys, index,
                          total, rng)

@@ -22,7 +22,13 @@ def predict(net, sched, target, params, z, t_N, label_N, train=False, rng=None):
   """(x0_hat, eps_hat) at steps t_N: `net`'s output read as `target` ('eps',
   'x0', 'v', or 'lattice': per-level logits, `networks.lattice_x0`)."""
   alpha, sigma = sched.alpha_sigma(t_N)
-  alpha, sigma = schedules._bcast(alpha, z), schedules._bcast(sigma, z)  # pylint: disable=protected-access
+  return predict_at(net, target, params, z, t_N, alpha, sigma, label_N, train, rng)
+
+
+def predict_at(net, target, params, z, t_N, alpha_N, sigma_N, label_N, train=False, rng=None):
+  """`predict` at float steps t_N whose alpha, sigma (N,) the caller gives:
+  between the chain's steps too (the probability-flow ODE)."""
+  alpha, sigma = schedules._bcast(alpha_N, z), schedules._bcast(sigma_N, z)  # pylint: disable=protected-access
   out = net.apply({'params': params}, z, t_N.astype(jnp.float32), label_N, train=train,
                   rngs={'dropout': rng} if train else {})
   if target == 'lattice':
