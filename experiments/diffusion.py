@@ -57,10 +57,14 @@ def get_config(arg='digits'):
   c.diffusion.eval_conditional = True
   c.diffusion.point_scale = 1.0  # points are divided by this
   # The probability-flow ODE's likelihood beside the bound (eval 'nll_ode'):
-  # RK4 steps equal in log-SNR from step 1 to T, and the divergence, 'exact'
-  # (D passes per evaluation) or 'hutchinson' with this many probes.
+  # RK4 steps equal in log-SNR from step 1 to T, or 'dopri5' (adaptive, to the
+  # tolerances), and the divergence, 'exact' (D passes per evaluation) or
+  # 'hutchinson' with this many probes.
   c.diffusion.ode_likelihood = False
-  c.diffusion.ode_steps = 32
+  c.diffusion.ode_solver = 'rk4'  # 'euler' | 'heun' | 'rk4' | 'dopri5'
+  c.diffusion.ode_steps = 32  # dopri5: its first step is 1 / ode_steps of the way
+  c.diffusion.ode_rtol = 1e-5
+  c.diffusion.ode_atol = 1e-5
   c.diffusion.ode_divergence = 'hutchinson'
   c.diffusion.ode_probes = 4
 

@@ -1,5 +1,5 @@
-"""Flow matching (straight or VP paths, Euler / Heun / RK4 samplers) on digits,
-toy2d and (with internet) mnist, cifar10.
+"""Flow matching (straight or VP paths, Euler / Heun / RK4 / dopri5 samplers) on
+digits, toy2d and (with internet) mnist, cifar10.
 
   python launch.py --config=experiments/flow_matching.py:digits --workdir=/tmp/fm_digits
       Class-conditional U-Net on dequantised digits; the eval reports the
@@ -52,9 +52,13 @@ def get_config(arg='digits'):
   c.flow_matching.p_uncond = 0.2  # label dropout (classifier-free guidance)
   c.flow_matching.ema_decay = 0.995
   c.flow_matching.point_scale = 1.0  # points are divided by this
-  # The eval likelihood: RK4 steps from data to noise, and the divergence:
-  # 'exact' (D passes per evaluation) or 'hutchinson' with this many probes.
-  c.flow_matching.eval_steps = 20
+  # The eval likelihood: RK4 steps from data to noise (or 'dopri5', adaptive
+  # to the tolerances), and the divergence: 'exact' (D passes per evaluation)
+  # or 'hutchinson' with this many probes.
+  c.flow_matching.eval_solver = 'rk4'  # 'euler' | 'heun' | 'rk4' | 'dopri5'
+  c.flow_matching.eval_steps = 20  # dopri5: its first step is 1 / eval_steps of the way
+  c.flow_matching.eval_rtol = 1e-5
+  c.flow_matching.eval_atol = 1e-5
   c.flow_matching.divergence = 'hutchinson'
   c.flow_matching.probes = 4
 
@@ -68,8 +72,10 @@ def get_config(arg='digits'):
   c.evals.samples.num_samples = 100
 
   c.sample.num_samples = 100
-  c.sample.solver = 'heun'  # 'euler' | 'heun' | 'rk4'
-  c.sample.steps = 20
+  c.sample.solver = 'heun'  # 'euler' | 'heun' | 'rk4' | 'dopri5' (adaptive)
+  c.sample.steps = 20  # dopri5: its first step is 1 / steps of the way
+  c.sample.rtol = 1e-5  # dopri5's tolerances
+  c.sample.atol = 1e-5
   c.sample.guidance = 2.0  # classifier-free: 0 = unconditional, 1 = conditional, > 1 guided
 
   if variant in TOY2D:

@@ -64,7 +64,8 @@ def test_ode_likelihood_of_the_optimal_field_is_the_gaussian_density(path):
   data's analytic log-density within 1e-3 nats, points in and far out of the bulk."""
   x = MU + STD * jax.random.normal(jax.random.PRNGKey(1), (16, 3)) * jnp.linspace(0.2, 3, 16)[:, None]
   field = gaussian_velocity(path, MU, STD)
-  log_p, se = jax.jit(lambda x: likelihood.log_likelihood(field, x, steps=64, divergence='exact'))(x)
+  log_p, se, _ = jax.jit(lambda x: likelihood.log_likelihood(field, x, steps=64,
+                                                             divergence='exact'))(x)
   np.testing.assert_allclose(log_p, gaussian_logpdf(x, MU, STD), atol=1e-3)
   assert np.all(se == 0)
   # The wrong data law is told apart: a density off by more than the tolerance.
@@ -95,9 +96,9 @@ def test_hutchinson_agrees_with_the_exact_divergence_within_its_standard_error()
   se_div = est.std(1, ddof=1) / np.sqrt(K)
   np.testing.assert_array_less(np.abs(est.mean(1) - exact_div), 4 * se_div)
 
-  exact, zero = likelihood.log_likelihood(field, x, steps=8, divergence='exact')
-  hutch, se = likelihood.log_likelihood(field, x, steps=8, divergence='hutchinson',
-                                        probes_KxB=probes)
+  exact, zero, _ = likelihood.log_likelihood(field, x, steps=8, divergence='exact')
+  hutch, se, _ = likelihood.log_likelihood(field, x, steps=8, divergence='hutchinson',
+                                           probes_KxB=probes)
   assert np.all(zero == 0) and np.all(se > 0)
   np.testing.assert_array_less(np.abs(hutch - exact), 4 * se)
   assert np.max(np.abs(hutch - exact)) > 0
@@ -118,7 +119,7 @@ def counted(field):
   return wrapped, calls
 
 
-@pytest.mark.parametrize('solver', solvers.SOLVERS)
+@pytest.mark.parametrize('solver', sorted(solvers.STAGES))
 @pytest.mark.parametrize('steps', [1, 5])
 def test_each_solver_reports_the_evaluations_it_makes(solver, steps):
   field, calls = counted(lambda x, t: -x * t)
@@ -128,6 +129,51 @@ def test_each_solver_reports_the_evaluations_it_makes(solver, steps):
   jax.effects_barrier()
   assert evals == calls[0] == solvers.network_evals(solver, steps)
   assert evals == {'euler': steps, 'heun': 2 * steps - 1, 'rk4': 4 * steps}[solver]
+
+
+@pytest.mark.parametrize('t0,t1', [(0.0, 1.0), (1.0, 0.0)])
+def test_dopri5_reports_the_evaluations_it_makes(t0, t1):
+  """The count dopri5 reports (1 + 6 per step tried, from diffrax's stats) is
+  the calls of the field counted while it runs, forwards and backwards, at
+  tolerances that take different numbers of steps (a first step of half the
+  way, which these tolerances reject, and later rejections)."""
+  field, calls = counted(lambda y, t: jnp.cos(10 * t) * 3 * y)
+  run = jax.jit(lambda y, tol: solvers.solve(field, y, solver='dopri5', steps=2, t0=t0, t1=t1,
+                                             rtol=tol, atol=tol))
+  counts = set()
+  for tol in (1e-2, 1e-4, 1e-7):
+    calls[0] = 0
+    y, _, evals = run(jnp.ones((4, 2)), tol)
+    jax.block_until_ready(y)
+    jax.effects_barrier()
+    assert int(evals) == calls[0]
+    counts.add(calls[0])
+  assert len(counts) == 3 and solvers.network_evals('dopri5', 2) is None
+
+
+@pytest.mark.parametrize('path', paths.PATHS)
+def test_dopri5_sample_and_likelihood_match_the_closed_form(path):
+  """On the Gaussian's optimal field, noise x0 flows to mu + std x0 and the
+  likelihood (exact divergence, from t = 1 to 0) is the Gaussian's density:
+  at rtol = atol = tol in (1e-3, 1e-5), each within 30 (tol + tol |exact|),
+  and the tighter tolerance costs more evaluations."""
+  field = gaussian_velocity(path, MU, STD)
+  x0 = jax.random.normal(jax.random.PRNGKey(0), (64, 3))
+  x = MU + STD * jax.random.normal(jax.random.PRNGKey(1), (16, 3)) * jnp.linspace(0.2, 3, 16)[:, None]
+  within = lambda got, want, tol: np.testing.assert_array_less(
+      np.abs(got - want), 30 * tol * (1 + np.abs(want)))
+  sample = jax.jit(lambda y, tol: solvers.solve(field, y, solver='dopri5', steps=4, rtol=tol,
+                                                 atol=tol))
+  log_lik = jax.jit(lambda x, tol: likelihood.log_likelihood(
+      field, x, steps=4, divergence='exact', solver='dopri5', rtol=tol, atol=tol))
+  evals = []
+  for tol in (1e-3, 1e-5):
+    x1, _, n_sample = sample(x0, tol)
+    within(x1, MU + STD * x0, tol)
+    log_p, _, n_lik = log_lik(x, tol)
+    within(log_p, gaussian_logpdf(x, MU, STD), tol)
+    evals.append((int(n_sample), int(n_lik)))
+  assert evals[1][0] > evals[0][0] and evals[1][1] > evals[0][1], evals
 
 
 @pytest.mark.parametrize('solver,order,steps', [('euler', 1, 8), ('heun', 2, 32), ('rk4', 4, 2)])
@@ -183,6 +229,27 @@ def test_guided_sampling_counts_two_passes_per_evaluation(monkeypatch):
     assert out['image'].shape == (3,) + tuple(data.info.shape) and out['label'].shape == (3,)
 
 
+def test_dopri5_draw_reports_the_network_calls(monkeypatch):
+  """tools['draw'] with sample.solver='dopri5' returns as its evaluations the
+  network calls counted while it samples (ring8, unguided); nfe cannot know
+  them beforehand."""
+  calls = [0]
+  real = model.velocity
+
+  def velocity(*args, **kwargs):
+    jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(model, 'velocity', velocity)
+  _, data, fam = smoke_family('ring8', **{'sample.solver': 'dopri5', 'sample.rtol': 1e-4,
+                                          'sample.atol': 1e-4})
+  state = fam.init(jax.random.PRNGKey(0), data.train_batch(0))
+  out, evals = fam.tools['draw'](state, jax.random.PRNGKey(1), 32)
+  jax.effects_barrier()
+  assert evals == calls[0] > 1 and out['x'].shape == (32, 2) and np.isfinite(out['x']).all()
+  assert fam.tools['nfe']() is None and fam.tools['network_evals'] is None
+
+
 def test_training_on_a_2d_mixture_lowers_the_loss():
   """ring8 with the smoke MLP, batch 256, 150 steps: the mean loss of the last
   20 steps is below the first 20's by a margin the noise does not reach."""
@@ -199,11 +266,12 @@ def test_training_on_a_2d_mixture_lowers_the_loss():
   assert last < first - 0.1, (first, last)
 
 
-def test_bad_solver_path_and_divergence_are_named():
+def test_bad_solver_path_divergence_and_tolerance_are_named():
   for field, value in (('sample.solver', 'midpoint'), ('flow_matching.path', 'cosine'),
-                       ('flow_matching.divergence', 'skilling')):
+                       ('flow_matching.divergence', 'skilling'),
+                       ('flow_matching.eval_solver', 'midpoint'), ('sample.rtol', -1e-5)):
     c = fm_config.get_config('ring8,smoke')
     *parents, leaf = field.split('.')
     c[parents[0]][leaf] = value
-    with pytest.raises(ConfigError, match=f"{field}='{value}'"):
+    with pytest.raises(ConfigError, match=f'{field}={value!r}'):
       config_check.check(c)

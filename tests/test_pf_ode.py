@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from genjax import parallel
+from genjax import config_check, parallel
 from genjax.data import Dataset
+from genjax.errors import ConfigError
 from genjax.experiments import diffusion as diffusion_config
 from genjax.families import diffusion
 from genjax.families.diffusion import losses, pf_ode, schedules
@@ -38,20 +39,24 @@ def grid(r, n=9):
   return MU + STD * jnp.stack([c, c[::-1]], 1)
 
 
-def ode_log_p(sched, x, steps):
+def ode_log_p(sched, x, steps, **solver):
   return jax.jit(lambda x: pf_ode.log_likelihood(gaussian_eps(MU, STD), sched, x, steps=steps,
-                                                 divergence='exact'))(x)
+                                                 divergence='exact', **solver))(x)
 
 
-def test_the_exact_score_gives_the_gaussian_density():
-  """Cosine schedule, T = 1000, RK4 in 64 steps equal in log-SNR from step 1
-  to T, exact divergence: -log p(x) is the data's analytic density within
-  1e-3 nats out to 2 standard deviations. What separates them is the noise
-  at step 1 and the prior's mismatch at T (below 5e-4 nats here)."""
+@pytest.mark.parametrize('solver', [dict(solver='rk4'),
+                                    dict(solver='dopri5', rtol=1e-6, atol=1e-6)],
+                         ids=['rk4', 'dopri5'])
+def test_the_exact_score_gives_the_gaussian_density(solver):
+  """Cosine schedule, T = 1000, exact divergence, RK4 in 64 steps equal in
+  log-SNR from step 1 to T, or dopri5 at rtol = atol = 1e-6: -log p(x) is the
+  data's analytic density within 1e-3 nats out to 2 standard deviations. What
+  separates them is the noise at step 1 and the prior's mismatch at T (below
+  5e-4 nats here)."""
   x = grid(2.0)
-  log_p, se = ode_log_p(schedules.Schedule.make('cosine', 1000), x, steps=64)
+  log_p, se, evals = ode_log_p(schedules.Schedule.make('cosine', 1000), x, 64, **solver)
   np.testing.assert_allclose(log_p, gaussian_logpdf(x, MU, STD), atol=1e-3)
-  assert np.all(se == 0)
+  assert np.all(se == 0) and (solver['solver'] == 'dopri5' or evals == 4 * 64)
   # A wrong data law is told apart.
   assert np.max(np.abs(log_p - gaussian_logpdf(x, MU, 1.1 * STD))) > 1e-2
 
@@ -70,7 +75,7 @@ def test_the_likelihood_is_the_prior_carried_back_exactly(name, T):
          + np.sqrt(v(ab[T]) / v(ab[1])) * (np.asarray(x) - np.sqrt(ab[1]) * np.asarray(MU)))
   want = (-0.5 * (x_T ** 2).sum(-1) - np.log(2 * np.pi)
           + 0.5 * np.log(v(ab[T]) / v(ab[1])).sum())
-  log_p, _ = ode_log_p(sched, x, steps=64)
+  log_p, _, _ = ode_log_p(sched, x, 64)
   np.testing.assert_allclose(log_p, want, atol=1e-4)
 
 
@@ -125,7 +130,7 @@ def ode_eval(**overrides):
 
 def test_eval_reports_the_ode_likelihood_only_when_asked():
   """'nll_ode' is finite beside the bound, absent by default (where the bound's
-  sums are the same). At init the MLP's head is zero, so the field is a
+  sums are the same); 'ode_evals' sums the field evaluations per example. At init the MLP's head is zero, so the field is a
   multiple of x and Hutchinson's estimate (2 probes) is the exact divergence."""
   off = ode_eval()
   exact = ode_eval(ode_likelihood=True, ode_divergence='exact')
@@ -135,6 +140,7 @@ def test_eval_reports_the_ode_likelihood_only_when_asked():
     np.testing.assert_array_equal(exact[key], off[key])
   np.testing.assert_allclose(hutch['nll_ode'], exact['nll_ode'], rtol=1e-5)
   assert (exact['nll_ode_se'] == 0).all() and (hutch['nll_ode_se'] == 0).all()
+  np.testing.assert_array_equal(exact['ode_evals'], 4 * 2 * exact['examples'])  # RK4, 2 steps
 
 
 def test_images_are_dequantised_across_their_bins():
@@ -151,3 +157,12 @@ def test_images_are_dequantised_across_their_bins():
   y, log_jac = diffusion.dequantise(x0[:, 0, 0], keys, info, 2.0)
   np.testing.assert_array_equal(y, x0[:, 0, 0])
   np.testing.assert_allclose(log_jac, -np.log(2.0))
+
+
+def test_bad_ode_settings_are_named():
+  for field, value in (('ode_solver', 'midpoint'), ('ode_divergence', 'skilling'),
+                       ('ode_rtol', -1.0)):
+    c = diffusion_config.get_config('ring8,smoke')
+    c.diffusion[field] = value
+    with pytest.raises(ConfigError, match=f"diffusion.{field}={value!r}"):
+      config_check.check(c)

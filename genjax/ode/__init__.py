@@ -1,2 +1,3 @@
-"""ODE integrators the families share: fixed-step solvers (`solvers`) and the
-log-density by the instantaneous change of variables (`likelihood`)."""
+"""ODE integrators the families share: fixed-step and adaptive (dopri5)
+solvers (`solvers`) and the log-density by the instantaneous change of
+variables (`likelihood`)."""

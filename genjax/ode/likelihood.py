@@ -3,7 +3,7 @@
 Along the flow dx/dt = v(x, t), d log p_t(x(t)) / dt = -div v(x(t), t). So
 from a data point x(t_data) = x the augmented ODE [x, delta] with d delta/dt =
 div v, delta(t_data) = 0, integrated to the prior's time t_prior
-(`solvers.solve`), gives
+(`solvers.solve`: RK4, or dopri5 to a tolerance), gives
     log p(x) = log N(x(t_prior); 0, I) + delta(t_prior).
 Flow matching's data sit at t = 1 and its noise at t = 0; diffusion's
 probability-flow ODE runs the other way.
@@ -54,11 +54,13 @@ def hutchinson_divergence(velocity, x, t, probes_KxB):
 
 
 def log_likelihood(velocity, x, *, steps, divergence, probes_KxB=None, t_data=1.0,
-                   t_prior=0.0):
-  """(log p(x) (B,), its standard error (B,)) of data x under the flow of
-  `velocity(x_B, t) -> (B, ...)` (t a scalar), by RK4 in `steps` steps from
-  t_data to t_prior. divergence 'exact' (standard error 0) or 'hutchinson'
-  with the probes (K, B, ...) (K >= 2 for a standard error)."""
+                   t_prior=0.0, solver='rk4', rtol=1e-5, atol=1e-5):
+  """(log p(x) (B,), its standard error (B,), field evaluations) of data x
+  under the flow of `velocity(x_B, t) -> (B, ...)` (t a scalar), solved from
+  t_data to t_prior by `solvers.solve` (RK4 in `steps` steps by default, or
+  dopri5 to rtol and atol). An evaluation is one of the velocity with its
+  divergence. divergence 'exact' (standard error 0) or 'hutchinson' with the
+  probes (K, B, ...) (K >= 2 for a standard error)."""
   B = x.shape[0]
   if divergence == 'exact':
     def field(state, t):
@@ -72,11 +74,12 @@ def log_likelihood(velocity, x, *, steps, divergence, probes_KxB=None, t_data=1.
     delta = jnp.zeros((B, probes_KxB.shape[0]), jnp.float32)
   else:
     raise ConfigError(f'the divergence must be one of {DIVERGENCES}, got {divergence!r}')
-  (x_prior, delta), _, _ = solvers.solve(field, (x.astype(jnp.float32), delta), solver='rk4',
-                                         steps=steps, t0=t_data, t1=t_prior)
+  (x_prior, delta), _, evals = solvers.solve(field, (x.astype(jnp.float32), delta), solver=solver,
+                                             steps=steps, t0=t_data, t1=t_prior, rtol=rtol,
+                                             atol=atol)
   log_p = std_normal_logpdf(x_prior)
   if divergence == 'exact':
-    return log_p + delta, jnp.zeros_like(log_p)
+    return log_p + delta, jnp.zeros_like(log_p), evals
   K = delta.shape[1]
   se = jnp.std(delta, axis=1, ddof=1) / np.sqrt(K) if K > 1 else jnp.zeros_like(log_p)
-  return log_p + delta.mean(1), se
+  return log_p + delta.mean(1), se, evals

@@ -19,10 +19,12 @@ discretised decoder at t = 1 (Gaussian with std sqrt(beta_1) about x0_hat,
 integrated over each level's bin). It is for the unconditional model (the null
 label); 'nll_cond' is the class-conditional one. With
 `diffusion.ode_likelihood`, eval 'nll_ode' is -log p(x) of the same model's
-probability-flow ODE (`pf_ode`: RK4 over `ode_steps`, the divergence exact or
-Hutchinson's, 'nll_ode_se' its standard error): for points the ODE's density,
-for images a bound, the images dequantised by uniform noise over each level's
-bin. tools['complete'] fills missing pixels of images by inpainting.
+probability-flow ODE (`pf_ode`; `ode_solver` RK4 over `ode_steps` or dopri5
+to a tolerance; the divergence exact or Hutchinson's, 'nll_ode_se' its
+standard error; 'ode_evals' the field evaluations per example): for points
+the ODE's density, for images a bound, the images dequantised by uniform
+noise over each level's bin. tools['complete'] fills missing pixels of images
+by inpainting.
 """
 import functools
 
@@ -36,13 +38,13 @@ from genjax.errors import ConfigError
 from genjax.families import base
 from genjax.families.diffusion import figures as figures_lib
 from genjax.families.diffusion import losses, networks, pf_ode, sampling, schedules
-from genjax.ode import likelihood
+from genjax.ode import likelihood, solvers
 
 
 MODALITIES = ('image', 'points')
 POSITIVE = ('model.num_steps', 'model.num_res_blocks', 'model.patch', 'sample.ddim_steps',
             'diffusion.ode_steps', 'diffusion.ode_probes')
-NON_NEGATIVE = ('sample.guidance',)
+NON_NEGATIVE = ('sample.guidance', 'diffusion.ode_rtol', 'diffusion.ode_atol')
 
 
 def config_problems(config):
@@ -50,9 +52,11 @@ def config_problems(config):
   steps, T = config.sample.get('ddim_steps'), config.model.get('num_steps')
   if isinstance(steps, int) and isinstance(T, int) and steps > T:
     out.append(f'sample.ddim_steps={steps}: at most model.num_steps (T = {T})')
-  divergence = config.diffusion.get('ode_divergence', 'exact')
-  if divergence not in likelihood.DIVERGENCES:
-    out.append(f'diffusion.ode_divergence={divergence!r}: one of {likelihood.DIVERGENCES}')
+  for field, allowed in (('ode_divergence', likelihood.DIVERGENCES),
+                         ('ode_solver', solvers.SOLVERS)):
+    value = config.diffusion.get(field, allowed[0])
+    if value not in allowed:
+      out.append(f'diffusion.{field}={value!r}: one of {allowed}')
   return out
 
 
@@ -198,18 +202,19 @@ def build(config, info):
                          ema_params=ema_params), metrics
 
   def ode_log_density(params, x0, keys, label):
-    """(log p(x) in data units (B,), its standard error (B,)) by the
-    probability-flow ODE."""
+    """(log p(x) in data units (B,), its standard error (B,), field
+    evaluations) by the probability-flow ODE."""
     y, log_jac = dequantise(x0, keys, info, point_scale)
     probes = None
     if d.ode_divergence == 'hutchinson':
       probes = jax.vmap(lambda k: likelihood.rademacher(jax.random.fold_in(k, 6),
                                                         (d.ode_probes,) + y.shape[1:]))(keys)
       probes = jnp.swapaxes(probes, 0, 1)  # (K, B, ...)
-    log_p, se = pf_ode.log_likelihood(pf_ode.model_eps(net, m.target, params, label), sched, y,
-                                      steps=d.ode_steps, divergence=d.ode_divergence,
-                                      probes_KxB=probes)
-    return log_p + log_jac, se
+    log_p, se, evals = pf_ode.log_likelihood(
+        pf_ode.model_eps(net, m.target, params, label), sched, y, steps=d.ode_steps,
+        divergence=d.ode_divergence, probes_KxB=probes, solver=d.ode_solver, rtol=d.ode_rtol,
+        atol=d.ode_atol)
+    return log_p + log_jac, se, evals
 
   def eval_step(state, batch, rng):
     x0 = to_model_space(batch, info, point_scale)
@@ -221,8 +226,9 @@ def build(config, info):
                 nll_decoder=(decoder * mask).sum(), nll_diffusion=(diff * mask).sum(),
                 dims=mask.sum() * x0[0].size, examples=mask.sum())
     if d.get('ode_likelihood'):
-      log_p, se = ode_log_density(state.ema_params, x0, keys, null_label)
-      sums.update(nll_ode=(-log_p * mask).sum(), nll_ode_se=(se * mask).sum())
+      log_p, se, evals = ode_log_density(state.ema_params, x0, keys, null_label)
+      sums.update(nll_ode=(-log_p * mask).sum(), nll_ode_se=(se * mask).sum(),
+                  ode_evals=evals * mask.sum())  # a mean per example once divided
     if num_classes and d.eval_conditional:
       p, dec, df = bound(state.ema_params, x0, batch['label'].astype(jnp.int32), keys, index,
                          total, rng)

@@ -60,12 +60,14 @@ def model_eps(net, target, params, label_N):
   return eps_fn
 
 
-def log_likelihood(eps_fn, sched, x, *, steps, divergence, probes_KxB=None):
-  """(log p(x) (B,), its standard error (B,)) of x in model space under the
-  probability-flow ODE of `eps_fn` (see `velocity`), by RK4 in `steps` steps
-  equal in log-SNR from step 1 to step T; divergence and probes as in
-  `genjax.ode.likelihood`."""
+def log_likelihood(eps_fn, sched, x, *, steps, divergence, probes_KxB=None, solver='rk4',
+                   rtol=1e-5, atol=1e-5):
+  """(log p(x) (B,), its standard error (B,), field evaluations) of x in model
+  space under the probability-flow ODE of `eps_fn` (see `velocity`), from
+  step 1 to step T: RK4 in `steps` steps equal in log-SNR, or dopri5 to rtol
+  and atol; divergence and probes as in `genjax.ode.likelihood`."""
+  log_snr = np.asarray(sched.log_snr)
   return likelihood.log_likelihood(velocity(eps_fn, sched), x, steps=steps,
                                    divergence=divergence, probes_KxB=probes_KxB,
-                                   t_data=float(np.asarray(sched.log_snr)[1]),
-                                   t_prior=float(np.asarray(sched.log_snr)[-1]))
+                                   t_data=float(log_snr[1]), t_prior=float(log_snr[-1]),
+                                   solver=solver, rtol=rtol, atol=atol)

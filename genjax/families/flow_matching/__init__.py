@@ -11,8 +11,11 @@ network is conditional and unconditional, and sampling uses classifier-free
 guidance (`sample.guidance`). An EMA of the parameters samples and evaluates.
 
 Eval 'nll' is -log p(x) of the unconditional model (the null label), by RK4
-over `eval_steps` steps, the divergence exact or by Hutchinson's estimator
-(`divergence`, `probes`; 'nll_se' is the estimator's standard error). Images
+over `eval_steps` steps or dopri5 to a tolerance (`eval_solver`; 'ode_evals'
+the field evaluations per example), the divergence exact or by Hutchinson's
+estimator (`divergence`, `probes`; 'nll_se' is the estimator's standard
+error). `sample.solver='dopri5'` samples adaptively to `sample.rtol` and
+`sample.atol`; tools['draw'] returns the evaluations it took. Images
 are uniformly dequantised, so there the 'nll' is the dequantised bound; for
 points it is the ODE's exact density, up to the solver's error.
 """
@@ -32,7 +35,8 @@ from genjax.ode import likelihood, solvers
 MODALITIES = ('image', 'points')
 POSITIVE = ('model.num_res_blocks', 'model.patch', 'sample.steps', 'flow_matching.eval_steps',
             'flow_matching.probes')
-NON_NEGATIVE = ('sample.guidance', 'flow_matching.p_uncond')
+NON_NEGATIVE = ('sample.guidance', 'flow_matching.p_uncond', 'sample.rtol', 'sample.atol',
+                'flow_matching.eval_rtol', 'flow_matching.eval_atol')
 DEQUANTISED = 'dequantised bound'
 
 
@@ -41,7 +45,9 @@ def config_problems(config):
   for field, value, allowed in (('flow_matching.path', fm.get('path'), paths.PATHS),
                                 ('flow_matching.divergence', fm.get('divergence'),
                                  likelihood.DIVERGENCES),
-                                ('sample.solver', config.sample.get('solver'), solvers.SOLVERS)):
+                                ('sample.solver', config.sample.get('solver'), solvers.SOLVERS),
+                                ('flow_matching.eval_solver', fm.get('eval_solver', 'rk4'),
+                                 solvers.SOLVERS)):
     if value not in allowed:
       out.append(f'{field}={value!r}: one of {allowed}')
   return out
@@ -100,7 +106,7 @@ def build(config, info):
                          ema_params=ema_params), metrics
 
   def log_density(params, batch, keys, label):
-    """(log p(x) in data units (B,), standard error (B,))."""
+    """(log p(x) in data units (B,), standard error (B,), field evaluations)."""
     y, log_jac = to_model(batch, keys=keys)
     field, _ = model.guided(net, params, label, 0.0 if label is None else 1.0, null)
     probes = None
@@ -108,45 +114,66 @@ def build(config, info):
       probes = jax.vmap(lambda k: likelihood.rademacher(jax.random.fold_in(k, 4),
                                                         (fm.probes,) + y.shape[1:]))(keys)
       probes = jnp.swapaxes(probes, 0, 1)  # (K, B, ...)
-    log_p, se = likelihood.log_likelihood(field, y, steps=fm.eval_steps,
-                                          divergence=fm.divergence, probes_KxB=probes)
-    return log_p + log_jac, se
+    log_p, se, evals = likelihood.log_likelihood(
+        field, y, steps=fm.eval_steps, divergence=fm.divergence, probes_KxB=probes,
+        solver=fm.get('eval_solver', 'rk4'), rtol=fm.get('eval_rtol', 1e-5),
+        atol=fm.get('eval_atol', 1e-5))
+    return log_p + log_jac, se, evals
 
   def eval_step(state, batch, rng):
     B, mask = batch['mask'].shape[0], batch['mask'].astype(jnp.float32)
     keys = base.example_keys(rng, B)
     null_label = jnp.full((B,), null, jnp.int32) if num_classes else None
-    log_p, se = log_density(state.ema_params, batch, keys, null_label)
+    log_p, se, evals = log_density(state.ema_params, batch, keys, null_label)
     D = int(np.prod(info.shape))
     return dict(nll=(-log_p * mask).sum(), nll_se=(se * mask).sum(), dims=mask.sum() * D,
-                examples=mask.sum())
+                examples=mask.sum(), ode_evals=evals * mask.sum())
 
-  @functools.partial(jax.jit, static_argnames=('solver', 'steps', 'scale', 'num', 'keep_path'))
-  def generate(params, rng, label, solver, steps, scale, num, keep_path=False):
-    """(x at t = 1, the trajectory or None) in model space."""
+  @functools.partial(jax.jit, static_argnames=('solver', 'steps', 'scale', 'num', 'keep_path',
+                                                'rtol', 'atol'))
+  def integrate(params, rng, label, solver, steps, scale, num, keep_path=False, rtol=None,
+                atol=None):
+    """(x at t = 1, the trajectory or None, solver evaluations) in model space;
+    dopri5's tolerances default to the config's."""
     field, _ = model.guided(net, params, label, scale, null)
     x0 = jax.random.normal(rng, (num,) + tuple(info.shape))
-    x1, path, _ = solvers.solve(field, x0, solver=solver, steps=steps, keep_path=keep_path)
-    return x1, path
+    return solvers.solve(field, x0, solver=solver, steps=steps, keep_path=keep_path,
+                         rtol=sc.get('rtol', 1e-5) if rtol is None else rtol,
+                         atol=sc.get('atol', 1e-5) if atol is None else atol)
+
+  def generate(params, rng, label, solver, steps, scale, num, keep_path=False, rtol=None,
+               atol=None):
+    """(x at t = 1, the trajectory or None) in model space."""
+    return integrate(params, rng, label, solver, steps, scale, num, keep_path, rtol, atol)[:2]
 
   def sample_labels(num):
     return jnp.arange(num, dtype=jnp.int32) % num_classes if num_classes else None
 
-  def nfe(solver=None, steps=None, scale=None):
-    """Network evaluations per sample (2 passes per evaluation when guided)."""
-    scale = sc.guidance if scale is None else scale
-    passes = 2 if num_classes and scale not in (0, 1) else 1
-    return passes * solvers.network_evals(solver or sc.solver, steps or sc.steps)
+  def passes(scale):
+    """Network passes per solver evaluation: 2 when guided."""
+    return 2 if num_classes and scale not in (0, 1) else 1
 
-  def sample(state, rng, num_samples, solver=None, steps=None, scale=None):
+  def nfe(solver=None, steps=None, scale=None):
+    """Network evaluations per sample; None for dopri5, whose count is known
+    once it has drawn (`draw` returns it)."""
+    evals = solvers.network_evals(solver or sc.solver, steps or sc.steps)
+    return None if evals is None else passes(sc.guidance if scale is None else scale) * evals
+
+  def draw(state, rng, num_samples, solver=None, steps=None, scale=None, rtol=None, atol=None):
+    """(samples as `sample` returns them, the network evaluations each took):
+    the solver's own count (for dopri5, from its steps tried), times the
+    passes per evaluation."""
     label = sample_labels(num_samples)
     scale = sc.guidance if scale is None else float(scale)
-    x, _ = generate(state.ema_params, rng, label, solver or sc.solver, steps or sc.steps, scale,
-                    num_samples)
+    x, _, evals = integrate(state.ema_params, rng, label, solver or sc.solver,
+                            steps or sc.steps, scale, num_samples, rtol=rtol, atol=atol)
     out = {data_key: model.to_output(x, info, point_scale)}
     if num_classes:
       out['label'] = np.asarray(label)
-    return out
+    return out, passes(scale) * int(evals)
+
+  def sample(state, rng, num_samples, solver=None, steps=None, scale=None, rtol=None, atol=None):
+    return draw(state, rng, num_samples, solver, steps, scale, rtol, atol)[0]
 
   def sampler_settings(step_counts=(2, 10), full_chain=False):
     """(label, `sample` keyword arguments, network evaluations per sample): Euler
@@ -165,7 +192,9 @@ def build(config, info):
     return np.asarray(_log_prob(state.ema_params, x, base.example_keys(jax.random.PRNGKey(0),
                                                                          x.shape[0])))
 
-  tools = dict(generate=generate, nfe=nfe, network_evals=nfe(), sampler_settings=sampler_settings,
+  # network_evals: None under dopri5 (see nfe).
+  tools = dict(generate=generate, draw=draw, nfe=nfe, network_evals=nfe(),
+               sampler_settings=sampler_settings,
                sample_labels=sample_labels,
                to_output=functools.partial(model.to_output, info=info, point_scale=point_scale))
   if not is_image:
