@@ -88,6 +88,15 @@ def draw(sample_fn, state, num, rng, timing_batch):
   return samples, n / seconds[-1], max(compile_s, 0.0)
 
 
+def counted_evals(tools, state, rng, num):
+  """Network evaluations per sample of a sampler whose cost is known only once
+  it has drawn (an adaptive ODE solver): the family's `draw` tool counts them,
+  on the same key and number as the measured samples. None without one."""
+  if 'draw' not in tools:
+    return None
+  return tools['draw'](state, rng, num)[1]
+
+
 def roughness(records, headline):
   """Std of the step-to-step change of the logged headline loss over the second
   half of training, over its mean absolute value."""
@@ -149,6 +158,8 @@ def run_one(label, entry, c, seed, workdir, num_samples):
   rng = jax.random.fold_in(jax.random.PRNGKey(seed), 0xC0)
   samples, row['samples_per_s'], row['sample_compile_s'] = draw(
       ex.family.sample, state, num_samples, rng, c.cost.timing_batch)
+  if row['network_evals'] is None:
+    row['network_evals'] = counted_evals(tools, state, rng, num_samples)
   drawn = {'main': samples, 'points': []}
   row['cost_points'] = []
   settings = tools.get('sampler_settings')

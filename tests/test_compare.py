@@ -198,3 +198,18 @@ def test_log_axis_labels_do_not_overlap(lo, hi):
                   if t.get_text() and t.get_visible()), key=lambda b: b.x0)
   assert len(boxes) >= 2, 'at least two labelled ticks'
   assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [(b.x0, b.x1) for b in boxes]
+
+
+def test_an_adaptive_sampler_reports_the_evaluations_its_draw_counted():
+  """A family whose cost per sample is known only after drawing (network_evals
+  None) is asked through its `draw` tool, with the measured samples' key."""
+  seen = []
+
+  def count(state, rng, num):
+    seen.append((state, tuple(np.asarray(rng)), num))
+    return {'x': np.zeros((num, 2))}, 37
+
+  rng = np.array([0, 5], np.uint32)
+  assert compare.counted_evals({'draw': count}, 'state', rng, 8) == 37
+  assert seen == [('state', (0, 5), 8)]
+  assert compare.counted_evals({}, 'state', rng, 8) is None

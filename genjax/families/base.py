@@ -53,7 +53,9 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
   tools: named host-side callables beyond `sample` that evaluators and
       notebooks may use (a flow's `log_prob`, a VAE's `reconstruct`, ...),
       and `network_evals`: the network evaluations `sample` spends per sample
-      (the comparison reports it); `sampler_settings(step_counts)`: the other
+      (the comparison reports it), or None where only a draw tells, and then
+      `draw(state, rng, num)`: (samples, network evaluations per sample);
+      `sampler_settings(step_counts)`: the other
       ways `sample` can draw, as (label, keyword arguments, network evaluations);
       `claim`: the textbook claim about the family (`Claim`) that the
       comparison's report judges on its numbers; for images,
