@@ -109,8 +109,11 @@ def pytest_terminal_summary(terminalreporter):
     with open(os.path.join(crash_dir, name), errors='replace') as f:
       lines = f.read().splitlines()
     if lines:
-      # The thread that crashed is 'Current thread'; the others only wait.
-      start = next((i for i, line in enumerate(lines) if line.startswith('Current thread')), 0)
+      # The thread that crashed is 'Current thread'. A crash in a thread that
+      # Python does not know (XLA's own) has none: then the main thread, which
+      # faulthandler lists last, shows what the test was doing.
+      start = next((i for i, line in enumerate(lines) if line.startswith('Current thread')),
+                   max(len(lines) - 60, 0))
       tr.write_line(f'--- {name} (lines {start + 1}-{min(start + 60, len(lines))} of '
                     f'{len(lines)}, and its first line)')
       for line in ([lines[0]] if start else []) + lines[start:start + 60]:
