@@ -207,10 +207,8 @@ def smoke_family(variant, **overrides):
   return c, data, flow_matching.build(c, data.info)
 
 
-def test_guided_sampling_counts_two_passes_per_evaluation(monkeypatch):
-  """The family's nfe (what the comparison reports) equals the network calls
-  that `generate` makes, counted while it runs: twice per solver evaluation
-  under guidance, once without."""
+def count_network_calls(monkeypatch):
+  """[n]: the velocity network's calls, counted on the host while compiled code runs."""
   calls = [0]
   real = model.velocity
 
@@ -219,6 +217,14 @@ def test_guided_sampling_counts_two_passes_per_evaluation(monkeypatch):
     return real(*args, **kwargs)
 
   monkeypatch.setattr(model, 'velocity', velocity)
+  return calls
+
+
+def test_guided_sampling_counts_two_passes_per_evaluation(monkeypatch):
+  """The family's nfe (what the comparison reports) equals the network calls
+  that `generate` makes, counted while it runs: twice per solver evaluation
+  under guidance, once without."""
+  calls = count_network_calls(monkeypatch)
   _, data, fam = smoke_family('digits', **{'sample.solver': 'euler', 'sample.steps': 2})
   state = fam.init(jax.random.PRNGKey(0), data.train_batch(0))
   for scale, passes in ((2.0, 2), (0.0, 1)):
@@ -233,14 +239,7 @@ def test_dopri5_draw_reports_the_network_calls(monkeypatch):
   """tools['draw'] with sample.solver='dopri5' returns as its evaluations the
   network calls counted while it samples (ring8, unguided); nfe cannot know
   them beforehand."""
-  calls = [0]
-  real = model.velocity
-
-  def velocity(*args, **kwargs):
-    jax.debug.callback(lambda: calls.__setitem__(0, calls[0] + 1))
-    return real(*args, **kwargs)
-
-  monkeypatch.setattr(model, 'velocity', velocity)
+  calls = count_network_calls(monkeypatch)
   _, data, fam = smoke_family('ring8', **{'sample.solver': 'dopri5', 'sample.rtol': 1e-4,
                                           'sample.atol': 1e-4})
   state = fam.init(jax.random.PRNGKey(0), data.train_batch(0))

@@ -44,6 +44,15 @@ def rademacher(key, shape):
   return jax.random.rademacher(key, shape, jnp.float32)
 
 
+def probes_for(divergence, keys_B, num, shape, salt):
+  """(K, B, *shape) Rademacher probes for Hutchinson's estimator, drawn per
+  example from its key folded with `salt`; None for the exact divergence."""
+  if divergence != 'hutchinson':
+    return None
+  probes = jax.vmap(lambda k: rademacher(jax.random.fold_in(k, salt), (num,) + shape))(keys_B)
+  return jnp.swapaxes(probes, 0, 1)
+
+
 def hutchinson_divergence(velocity, x, t, probes_KxB):
   """(v (B, ...), (B, K) estimates eps_k^T (dv/dx) eps_k): one forward pass,
   then one vector-Jacobian product per probe."""

@@ -205,11 +205,7 @@ def build(config, info):
     """(log p(x) in data units (B,), its standard error (B,), field
     evaluations) by the probability-flow ODE."""
     y, log_jac = dequantise(x0, keys, info, point_scale)
-    probes = None
-    if d.ode_divergence == 'hutchinson':
-      probes = jax.vmap(lambda k: likelihood.rademacher(jax.random.fold_in(k, 6),
-                                                        (d.ode_probes,) + y.shape[1:]))(keys)
-      probes = jnp.swapaxes(probes, 0, 1)  # (K, B, ...)
+    probes = likelihood.probes_for(d.ode_divergence, keys, d.ode_probes, y.shape[1:], salt=6)
     log_p, se, evals = pf_ode.log_likelihood(
         pf_ode.model_eps(net, m.target, params, label), sched, y, steps=d.ode_steps,
         divergence=d.ode_divergence, probes_KxB=probes, solver=d.ode_solver, rtol=d.ode_rtol,

@@ -109,11 +109,7 @@ def build(config, info):
     """(log p(x) in data units (B,), standard error (B,), field evaluations)."""
     y, log_jac = to_model(batch, keys=keys)
     field, _ = model.guided(net, params, label, 0.0 if label is None else 1.0, null)
-    probes = None
-    if fm.divergence == 'hutchinson':
-      probes = jax.vmap(lambda k: likelihood.rademacher(jax.random.fold_in(k, 4),
-                                                        (fm.probes,) + y.shape[1:]))(keys)
-      probes = jnp.swapaxes(probes, 0, 1)  # (K, B, ...)
+    probes = likelihood.probes_for(fm.divergence, keys, fm.probes, y.shape[1:], salt=4)
     log_p, se, evals = likelihood.log_likelihood(
         field, y, steps=fm.eval_steps, divergence=fm.divergence, probes_KxB=probes,
         solver=fm.get('eval_solver', 'rk4'), rtol=fm.get('eval_rtol', 1e-5),
