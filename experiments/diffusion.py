@@ -25,28 +25,34 @@ SMOKE = {'model.channels': 8, 'model.num_res_blocks': 1, 'model.channel_mult': (
          'sample.ddim_steps': 5, 'sample.figure_ddim_steps': (5,), 'data.batch_size': 16}
 
 
+def network_config():
+  """The digits networks, which flow matching shares (config.model)."""
+  m = ml_collections.ConfigDict()
+  m.net = 'unet'  # 'unet' | 'dit' | 'mlp'
+  m.conditional = True  # class labels through an embedding added to the time embedding
+  # U-Net
+  m.channels = 32
+  m.channel_mult = (1, 2)
+  m.num_res_blocks = 1
+  m.attn_resolutions = (4,)
+  m.dropout = 0.1
+  # DiT (patch transformer) and MLP
+  m.patch = 2
+  m.width = 128
+  m.num_layers = 4
+  m.num_heads = 4
+  m.mlp_ratio = 4
+  return m
+
+
 def get_config(arg='digits'):
   variant, smoke = common.parse(arg, VARIANTS, 'experiments/diffusion.py')
   c = common.base('diffusion', 'digits', batch_size=64, num_steps=2000)
 
-  c.model = ml_collections.ConfigDict()
-  c.model.net = 'unet'  # 'unet' | 'dit' | 'mlp'
+  c.model = network_config()
   c.model.schedule = 'linear'  # 'linear' | 'cosine'
   c.model.num_steps = 1000  # T
   c.model.target = 'lattice'  # 'eps' | 'x0' | 'v' | 'lattice' (images)
-  c.model.conditional = True  # class labels through an embedding added to the time embedding
-  # U-Net
-  c.model.channels = 32
-  c.model.channel_mult = (1, 2)
-  c.model.num_res_blocks = 1
-  c.model.attn_resolutions = (4,)
-  c.model.dropout = 0.1
-  # DiT (patch transformer) and MLP
-  c.model.patch = 2
-  c.model.width = 128
-  c.model.num_layers = 4
-  c.model.num_heads = 4
-  c.model.mlp_ratio = 4
 
   c.diffusion = ml_collections.ConfigDict()
   c.diffusion.loss = 'vlb'  # 'eps_mse' | 'vlb' (the bound itself, VDM-style) | 'hybrid'

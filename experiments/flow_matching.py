@@ -16,6 +16,7 @@ digits, toy2d and (with internet) mnist, cifar10.
 import ml_collections
 
 from genjax.experiments import common
+from genjax.experiments import diffusion
 
 VARIANTS = ('digits', 'ring8', 'grid25', 'moons', 'swissroll', 'mnist', 'cifar10')
 TOY2D = ('ring8', 'grid25', 'moons', 'swissroll')
@@ -31,21 +32,7 @@ def get_config(arg='digits'):
   variant, smoke = common.parse(arg, VARIANTS, 'experiments/flow_matching.py')
   c = common.base('flow_matching', 'digits', batch_size=64, num_steps=2000)
 
-  c.model = ml_collections.ConfigDict()
-  c.model.net = 'unet'  # 'unet' | 'dit' | 'mlp' (diffusion's networks)
-  c.model.conditional = True  # class labels through an embedding added to the time embedding
-  # U-Net
-  c.model.channels = 32
-  c.model.channel_mult = (1, 2)
-  c.model.num_res_blocks = 1
-  c.model.attn_resolutions = (4,)
-  c.model.dropout = 0.1
-  # DiT (patch transformer) and MLP
-  c.model.patch = 2
-  c.model.width = 128
-  c.model.num_layers = 4
-  c.model.num_heads = 4
-  c.model.mlp_ratio = 4
+  c.model = diffusion.network_config()  # diffusion's networks: 'unet' | 'dit' | 'mlp'
 
   c.flow_matching = ml_collections.ConfigDict()
   c.flow_matching.path = 'straight'  # 'straight' (rectified / OT) | 'vp' (cosine)
