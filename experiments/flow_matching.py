@@ -26,6 +26,7 @@ SMOKE = {'model.channels': 8, 'model.num_res_blocks': 1, 'model.channel_mult': (
          'flow_matching.eval_steps': 1, 'flow_matching.probes': 2, 'sample.steps': 4,
          'sample.solver': 'euler',
          'data.batch_size': 16}
+SMOKE_DIGITS = diffusion.SMOKE_DIGITS  # the same U-Net on digits
 
 
 def get_config(arg='digits'):
@@ -108,4 +109,6 @@ def get_config(arg='digits'):
         dict(kind='likelihood', split='test', every=20_000, max_batches=10))
     c.evals.samples = ml_collections.ConfigDict(dict(kind='samples', every=20_000,
                                                      num_samples=100))
-  return common.smoke(c, SMOKE) if smoke else c
+  if smoke:
+    return common.smoke(c, {**SMOKE, **SMOKE_DIGITS} if variant == 'digits' else SMOKE)
+  return c

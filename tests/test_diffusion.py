@@ -282,7 +282,6 @@ def test_ddim_eta0_is_deterministic_given_the_noise():
 
 def tiny_config(variant='digits'):
   c = diffusion_config.get_config(variant + ',smoke')
-  c.model.channels = 8
   c.model.num_steps = 50
   return c
 
