@@ -76,14 +76,32 @@ def tiny(cmd, tmp):
   return out, internet
 
 
-def _needs_internet(path, variant):
+def _config(path, variant):
   import importlib.util  # pylint: disable=g-import-not-at-top
   spec = importlib.util.spec_from_file_location('cfg', os.path.join(ROOT, path))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(variant)
+  return module.get_config(variant)
+
+
+def _needs_internet(path, variant):
+  config = _config(path, variant)
   name = config.dataset if config.family == 'compare' else config.data.name  # compare: one for all
   return name.split('/')[0] not in OFFLINE
+
+
+def _run(argv):
+  """What a shrunk command runs: its arguments but the workdir, with a config
+  file's variant replaced by the config it resolves to (two variants whose
+  smoke configs are equal are one run)."""
+  out = []
+  for a in argv:
+    if a.startswith('--workdir='):
+      continue
+    if a.startswith('--config=') and ':' in a:
+      a = '--config=' + _config(*a[len('--config='):].split(':')).to_json(sort_keys=True)
+    out.append(a)
+  return tuple(out)
 
 
 def test_the_documented_commands_are_found():
@@ -106,13 +124,13 @@ def chain(cmd):
 
 def chains():
   """Each documented run once: a command that repeats an earlier run in another
-  workdir (`python launch.py` is the digits comparison) is dropped, unless later
+  workdir (`python launch.py` is the digits comparison; `:digits_full,smoke` is
+  `:digits,smoke`) is dropped, unless later
   commands build on its workdir; then the chain keeps it and drops the earlier
   one, if that one stood alone."""
   out, first = {}, {}  # chain -> commands; run -> the chain that runs it
   for cmd in documented_commands():
-    argv, _ = tiny(cmd, '')
-    run = tuple(a for a in argv if not a.startswith('--workdir='))
+    run = _run(tiny(cmd, '')[0])
     key = chain(cmd)
     if run in first and key not in out:
       out[key] = [cmd]  # kept only if a later command joins this chain
@@ -120,8 +138,7 @@ def chains():
     first.setdefault(run, key)
     out.setdefault(key, []).append(cmd)
   for key, cmds in list(out.items()):
-    argv, _ = tiny(cmds[0], '')
-    run = tuple(a for a in argv if not a.startswith('--workdir='))
+    run = _run(tiny(cmds[0], '')[0])
     if first.get(run) != key:  # a repeated run
       if len(cmds) == 1:
         del out[key]
