@@ -139,7 +139,7 @@ def get_config(arg='digits'):
     c.quality.bootstrap = 20
     c.quality.classifier.steps = 20  # a classifier that only checks the pipeline
     c.cost.ddim_steps = (2,)
-    c.cost.full_chain = True  # so ':digits_full,smoke' is ':digits,smoke'
+    c.cost.full_chain = variant in ('digits', 'digits_full')  # one run for both (tests)
     c.cost.text_steps = (2, 16)
     c.seeds = 1  # the mean ± std over seeds is tested on its own (tests/test_compare.py)
   return c
