@@ -11,6 +11,7 @@ import importlib
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -38,27 +39,51 @@ def test_the_research_variants_are_found():
   assert {v for _, v in CASES} == set(RESEARCH), CASES
 
 
-@pytest.mark.parametrize('family, variant', CASES)
-def test_research_variant_trains_evaluates_and_samples(family, variant, tmp_path):
-  config = _experiment(family).get_config(variant + ',smoke')
-  data_dir = str(tmp_path / 'tfds')
-  config.data.data_dir = data_dir  # the classifier evaluators cache theirs there too
-  built, drawn = [], []
+@dataclasses.dataclass
+class Trained:
+  """A variant's smoke run through run.main: what the checks below read."""
+  config: object
+  workdir: str
+  final: dict
+  family: object  # as built (its `sample` is not the wrapper that records)
+  drawn: list  # every sample dict the run drew
 
-  def build_family(c, info):
-    fam = families.build(c, info)
-    built.append(fam)
 
-    def sample(*args, **kwargs):
-      drawn.append(fam.sample(*args, **kwargs))
-      return drawn[-1]
+_TRAINED = {}  # (family, variant) -> Trained, in this worker
 
-    return dataclasses.replace(fam, sample=sample)
 
-  workdir = str(tmp_path / 'run')
-  with mock_tfds(data_dir, names=(variant,)):
-    final = run.main(config, workdir, build_family=build_family)
-  fam = built[0]
+def trained(family, variant, tmp_path_factory):
+  """The family's `<variant>,smoke` run, trained once per worker: its test and
+  the variant's comparison (the same xdist group, so the same worker) read it."""
+  if (family, variant) not in _TRAINED:
+    root = tmp_path_factory.mktemp(f'{family}_{variant}')
+    config = _experiment(family).get_config(variant + ',smoke')
+    data_dir = str(root / 'tfds')
+    config.data.data_dir = data_dir  # the classifier evaluators cache theirs there too
+    built, drawn = [], []
+
+    def build_family(c, info):
+      fam = families.build(c, info)
+      built.append(fam)
+
+      def sample(*args, **kwargs):
+        drawn.append(fam.sample(*args, **kwargs))
+        return drawn[-1]
+
+      return dataclasses.replace(fam, sample=sample)
+
+    workdir = str(root / 'run')
+    with mock_tfds(data_dir, names=(variant,)):
+      final = run.main(config, workdir, build_family=build_family)
+    _TRAINED[family, variant] = Trained(config, workdir, final, built[0], drawn)
+  return _TRAINED[family, variant]
+
+
+@pytest.mark.parametrize('family, variant',
+                         [pytest.param(f, v, marks=pytest.mark.xdist_group(v)) for f, v in CASES])
+def test_research_variant_trains_evaluates_and_samples(family, variant, tmp_path_factory):
+  t = trained(family, variant, tmp_path_factory)
+  config, workdir, final, fam, drawn = t.config, t.workdir, t.final, t.family, t.drawn
 
   assert set(final) == set(config.evals), 'every configured evaluator ran at the end'
   for name, cfg in config.evals.items():
@@ -81,14 +106,21 @@ def test_research_variant_trains_evaluates_and_samples(family, variant, tmp_path
   assert os.listdir(os.path.join(workdir, 'samples'))
 
 
-@pytest.mark.parametrize('variant', RESEARCH)
-def test_research_comparison_trains_and_measures_every_image_family(variant, tmp_path):
+@pytest.mark.parametrize('variant', [pytest.param(v, marks=pytest.mark.xdist_group(v))
+                                     for v in RESEARCH])
+def test_research_comparison_measures_every_image_family(variant, tmp_path, tmp_path_factory):
   """experiments/compare.py:<variant> at smoke size: every family with that variant
-  trained, its samples measured, the data row and the report written."""
+  measured, the data row and the report written. Each family's run is the one
+  its own test above trained (the comparison's config differs from it only in
+  sampling settings and evaluators): the comparison finds it finished in its
+  workdir, evaluates it and draws from it, as it does on a rerun."""
   config = compare_config.get_config(variant + ',smoke')
   data_dir = str(tmp_path / 'tfds')
   config.data.data_dir = data_dir
   workdir = str(tmp_path / 'compare')
+  for label in config.families:
+    shutil.copytree(trained(label, variant, tmp_path_factory).workdir,
+                    os.path.join(workdir, label, 'seed_0'))
   with mock_tfds(data_dir, names=(variant,)):
     compare.main(config, workdir)
   with open(os.path.join(workdir, 'report.json')) as f:
