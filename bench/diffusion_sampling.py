@@ -59,8 +59,8 @@ def main():
   config = diffusion_config.get_config('digits' + (',smoke' if args.smoke else ''))
   loop_batches = [int(b) for b in args.loop_batch.split(',')]
   ddim = [int(n) for n in args.ddim_steps.split(',')]
-  if args.smoke:
-    args.train_steps, args.num_samples, loop_batches, ddim = 2, 16, [2], [2]
+  if args.smoke:  # the smoke config's own steps: the train step other runs compiled
+    args.train_steps, args.num_samples, loop_batches, ddim = config.train.num_steps, 16, [2], [2]
   config.train.num_steps = args.train_steps
   config.train.progress_bar = False
   config.evals = type(config.evals)()  # the bench measures its own samples
