@@ -148,7 +148,16 @@ def chains():
   return out
 
 
-@pytest.mark.parametrize('cmds', list(chains().values()), ids=list(chains()))
+def run_group(cmd):
+  """'family:variant' of the experiment a command runs: its xdist group, which a
+  notebook running the same experiment joins (tests/test_notebooks.py), so that
+  the second of them reads the first one's compiles from the cache."""
+  found = re.search(r'--config=experiments/(\w+)\.py:(\w+)', cmd)
+  return f'{found[1]}:{found[2]}' if found else cmd
+
+
+@pytest.mark.parametrize('cmds', [pytest.param(c, marks=pytest.mark.xdist_group(run_group(c[0])))
+                                  for c in chains().values()], ids=list(chains()))
 def test_documented_commands_run(cmds, tmp_path):
   for cmd in cmds:
     _run_documented(cmd, str(tmp_path))

@@ -4,6 +4,7 @@ those as they are."""
 import ast
 import glob
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -42,7 +43,15 @@ def test_notebooks_are_stored_without_outputs():
     assert not dirty, f'{path}: cells {dirty} hold outputs; clear them before committing'
 
 
-@pytest.mark.parametrize('path', NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+def run_group(path):
+  """'family:variant' of the notebook's first experiment: the xdist group of the
+  documented command that runs it (tests/test_docs_commands.py)."""
+  found = re.search(r"notebook\.config\('(\w+:\w+)'", open(path).read())
+  return found[1] if found else path
+
+
+@pytest.mark.parametrize('path', [pytest.param(p, marks=pytest.mark.xdist_group(run_group(p)))
+                                  for p in NOTEBOOKS], ids=[os.path.basename(p) for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
   monkeypatch.setenv('GENJAX_NOTEBOOK_SMOKE', '1')
   monkeypatch.setenv('GENJAX_NOTEBOOK_WORKDIR', str(tmp_path))
