@@ -18,6 +18,8 @@ error). `sample.solver='dopri5'` samples adaptively to `sample.rtol` and
 `sample.atol`; tools['draw'] returns the evaluations it took. Images
 are uniformly dequantised, so there the 'nll' is the dequantised bound; for
 points it is the ODE's exact density, up to the solver's error.
+tools['complete'] fills missing pixels of images by the ODE guided towards the
+known ones (`paths.inpainting_field`).
 """
 import functools
 
@@ -195,6 +197,27 @@ def build(config, info):
                to_output=functools.partial(model.to_output, info=info, point_scale=point_scale))
   if not is_image:
     tools['log_prob'] = log_prob
+  else:
+    @functools.partial(jax.jit, static_argnames=('solver', 'steps'))
+    def _inpaint(params, rng, y, known, solver, steps):
+      label = jnp.full((y.shape[0],), null, jnp.int32) if num_classes else None
+      field, _ = model.guided(net, params, label, 0.0, null)
+      x0 = jax.random.normal(rng, y.shape)
+      return solvers.solve(paths.inpainting_field(field, fm.path, y, known), x0, solver=solver,
+                           steps=steps, rtol=sc.get('rtol', 1e-5), atol=sc.get('atol', 1e-5))[0]
+
+    def complete(state, rng, images, known_mask):
+      """Fills the pixels where `known_mask` is False: the unconditional model's
+      ODE from noise, guided towards the known pixels (at the middles of their
+      grey levels) by `paths.inpainting_field`, with the config's sampler; the
+      known pixels are returned as given."""
+      L = info.num_levels
+      y = (np.asarray(images, np.float32) + 0.5) * (2.0 / L) - 1.0
+      x = _inpaint(state.ema_params, rng, jnp.asarray(y), jnp.asarray(known_mask), sc.solver,
+                   sc.steps)
+      return np.where(known_mask, images, model.to_output(x, info, point_scale))
+
+    tools['complete'] = complete
   return base.Family(name='flow_matching', init=init, train_step=train_step, eval_step=eval_step,
                      sample=sample, likelihood='bound' if is_image else 'exact',
                      likelihood_note=DEQUANTISED if is_image else '', state_fields=('model',),
