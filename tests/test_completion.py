@@ -60,10 +60,10 @@ def test_completion_takes_every_image_family_that_offers_the_tool():
   from genjax.experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
   from genjax import completion  # pylint: disable=g-import-not-at-top
   names = list(completion.completers(compare_config.get_config('digits,smoke')))
-  assert names == ['autoregressive', 'diffusion', 'flow', 'vae']  # the GAN has no 'complete'
+  assert names == ['autoregressive', 'diffusion', 'flow', 'flow_matching', 'vae']  # the GAN has none
 
 
-@pytest.mark.parametrize('name', ['diffusion', 'vae', 'flow'])
+@pytest.mark.parametrize('name', ['diffusion', 'vae', 'flow', 'flow_matching'])
 def test_complete_keeps_the_given_pixels_and_fills_the_rest_with_levels(name):
   """The common signature: complete(state, rng, images, known_mask) -> images."""
   config = importlib.import_module(f'genjax.experiments.{name}').get_config('digits,smoke')

@@ -241,18 +241,6 @@ def test_posterior_mean_is_the_data_where_the_path_ends(path):
                                jnp.broadcast_to(c, x.shape), atol=1e-5)
 
 
-def test_complete_keeps_the_known_pixels_and_fills_the_others():
-  c, data, fam = smoke_family('digits')
-  state = fam.init(jax.random.PRNGKey(0), data.train_batch(0))
-  images = np.asarray(next(data.eval_batches('validation', max_batches=1))['image'][:3])
-  mask = np.zeros(images.shape, bool)
-  mask[:, :4] = True
-  out = fam.tools['complete'](state, jax.random.PRNGKey(1), images, mask)
-  assert out.shape == images.shape
-  np.testing.assert_array_equal(out[mask], images[mask])
-  assert 0 <= out.min() and out.max() < data.info.num_levels
-
-
 def smoke_family(variant, **overrides):
   c = fm_config.get_config(f'{variant},smoke')
   for dotted, value in overrides.items():
