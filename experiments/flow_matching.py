@@ -56,7 +56,9 @@ def get_config(arg='digits'):
 
   c.train.log_every = 100
   c.train.checkpoint_every = 500
-  common.likelihood_evals(c, every=500)
+  # An ODE solve per example: model selection reads 2 batches of validation (the
+  # same at every checkpoint); the test split is read whole, once.
+  common.likelihood_evals(c, every=500, max_batches=2)
   c.evals.samples.num_samples = 100
 
   c.sample.num_samples = 100

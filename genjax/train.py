@@ -311,7 +311,9 @@ def train_and_evaluate(ex):
       eval_rstate, eval_state = rstate, host_state
       for evaluator in selector.first(ex.evaluators):
         if evals.due(evaluator.cfg, done, is_last):
-          metrics, output = _unpack(evaluator.run(done, eval_rstate, eval_state, is_last))
+          # The selecting evaluator's last run sees the examples its earlier runs saw.
+          whole = is_last and evaluator.name != selector.evaluator
+          metrics, output = _unpack(evaluator.run(done, eval_rstate, eval_state, whole))
           drawn = output if output is not None and output.samples is not None else drawn
           if metrics:
             metrics['elapsed_s'] = time.time() - t0

@@ -218,6 +218,7 @@ def build_peaking(config, info):
   def eval_step(state, batch, rng):
     sums = family.eval_step(state, batch, rng)
     sums['nll'] = (state.step.astype(jnp.float32) - 6.0) ** 2 * sums['dims']
+    sums['batches'] = jnp.ones(())  # summed over the batches and devices evaluated
     return sums
 
   return dataclasses.replace(family, eval_step=eval_step)
@@ -229,7 +230,9 @@ def test_the_model_selected_on_validation_is_the_one_tested_and_returned(tmp_pat
     c.train.num_steps = num_steps
     c.train.checkpoint_every = 0
     c.evals = ml_collections.ConfigDict()
-    common.likelihood_evals(c, every=2)  # validation at 2, 4, ...; test at the end
+    # Validation at 2, 4, ... on 2 of its batches; the test at the end.
+    common.likelihood_evals(c, every=2, max_batches=2)
+    c.data.eval_batch_size = 512
     c.train.select = 'validation/nll_per_dim'
     return c
 
@@ -243,6 +246,12 @@ def test_the_model_selected_on_validation_is_the_one_tested_and_returned(tmp_pat
   assert final['validation']['nll_per_dim'] == 16.0  # the last step's own validation
   assert final['test']['nll_per_dim'] == 0.0  # the test split saw step 6
   assert step == 6  # the returned state is the selected one
+  # Every checkpoint, the last one too, was measured on the same 2 batches.
+  with open(tmp_path / 'whole' / 'metrics.jsonl') as f:
+    rows = [r for r in map(json.loads, f) if r['split'] == 'validation']
+  assert [r['step'] for r in rows] == [2, 4, 6, 8, 10]
+  subset = 2 * jax.local_device_count() / 1024  # the whole split: 20 batches of 10,000
+  assert [r['batches'] for r in rows] == [subset] * 5
   # Interrupted after step 7 and resumed: the selection survives in the workdir.
   _, first = train(config(7), tmp_path / 'resumed')
   assert first['selected']['step'] == 6 and first['test']['nll_per_dim'] == 0.0

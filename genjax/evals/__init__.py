@@ -11,7 +11,9 @@ Each entry of `config.evals` is one evaluator (after big_vision's
 `kind` names a module of this package (or a full dotted module path, for an
 evaluator defined elsewhere) whose `Evaluator(name, cfg, ctx)` has
 `run(step, rstate, host_state, final) -> metrics` (a dict, or an `Output`
-that also carries samples it drew). `ctx` is a `Context`: what an evaluator
+that also carries samples it drew); `final` asks for the whole split at the
+end of training (never for the evaluator that train.select reads, so that it
+measures every checkpoint alike). `ctx` is a `Context`: what an evaluator
 may use of the run, no more. `every` > 0 runs it every that many steps and at
 the end of training; 0 at the end only. The trainer writes each evaluator's
 metrics to metrics.jsonl with `split` = its name.

@@ -2,7 +2,9 @@
 bits/dim, labelled exact, bound or none (`Family.likelihood`).
 
 cfg: split; max_batches (periodic evaluations use an evenly spaced subset of
-that many batches, -1 = all; the final evaluation always uses the whole split).
+that many batches, -1 = all; the final evaluation uses the whole split, except
+for the evaluator that selects the model, train.select, which compares every
+checkpoint on the same examples).
 """
 
 
