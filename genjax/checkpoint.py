@@ -44,10 +44,13 @@ def _lookup(cfg_dict, dotted):
 
 
 class Checkpointer:
-  """`state_fields`: the family's config fields that fix its state (Family.state_fields)."""
+  """`state_fields`: the family's config fields that fix its state (Family.state_fields).
+  `record`: write the config to workdir/config.json (a training run); an
+  evaluation or sampling run with other settings leaves the record alone."""
 
-  def __init__(self, workdir, config, state_fields=()):
+  def __init__(self, workdir, config, state_fields=(), record=True):
     self.must_match = _MUST_MATCH + tuple(state_fields)
+    self.record = record
     self.workdir = os.path.abspath(workdir)
     self.config = config
     self.every = config.train.checkpoint_every
@@ -94,10 +97,10 @@ class Checkpointer:
             f'{", ".join(diffs)} differ from this one; use a new --workdir, or the config in '
             f'{path}')
       changed = [k for k in _SHOULD_MATCH if _lookup(old, k) != _lookup(new, k)]
-      if changed:
+      if changed and self.record:  # only a run that trains on differs
         print(f'note: {", ".join(changed)} changed since the checkpoints in {self.workdir} were '
               'written; the resumed run will differ from an uninterrupted one', flush=True)
-    if jax.process_index() == 0:
+    if self.record and jax.process_index() == 0:
       os.makedirs(self.workdir, exist_ok=True)
       with open(path + '.tmp', 'w') as f:  # other hosts may be reading the old one
         f.write(self.config.to_json(indent=2))

@@ -45,9 +45,11 @@ def dataset_and_family(config, build_family=None):
   return data, (build_family or families.build)(config, data.info)
 
 
-def experiment(config, workdir, build_family=None):
+def experiment(config, workdir, build_family=None, record=True):
+  """`record=False` (evaluating or sampling): the workdir's config.json stays
+  the training run's."""
   data, family = dataset_and_family(config, build_family)
-  return train.Experiment(config, workdir, data, family)
+  return train.Experiment(config, workdir, data, family, record)
 
 
 def main(config, workdir, mode='train', split=None, build_family=None):
@@ -59,7 +61,7 @@ def main(config, workdir, mode='train', split=None, build_family=None):
   if mode != 'train' and not has_checkpoint(workdir):
     raise MissingCheckpointError(f'no checkpoint in {workdir}; train first with --mode=train '
                                  '(the same command without --mode)')
-  ex = experiment(config, workdir, build_family)
+  ex = experiment(config, workdir, build_family, record=mode == 'train')
   if mode == 'train':
     print(f'genjax: {ex.family.name} on {config.data.name}, {jax.device_count()} device(s) '
           f'({jax.default_backend()}); workdir {workdir}', flush=True)

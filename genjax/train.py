@@ -89,7 +89,7 @@ class Experiment:
   latest checkpoint, or initialised); training never changes it.
   """
 
-  def __init__(self, config, workdir, data, family):
+  def __init__(self, config, workdir, data, family, record=True):
     self.config, self.workdir = config, workdir
     self.data, self.family = data, family
     self.key = jax.random.PRNGKey(config.seed)
@@ -97,7 +97,7 @@ class Experiment:
     first = self.data.train_batch(0)
     per_device = jax.tree_util.tree_map(lambda x: x[:x.shape[0] // self.num_devices], first)
     init = functools.partial(self.family.init, self.stream('init'), per_device)
-    self.checkpointer = checkpoint.Checkpointer(workdir, config, family.state_fields)
+    self.checkpointer = checkpoint.Checkpointer(workdir, config, family.state_fields, record)
     if self.checkpointer.latest_step is not None:
       self.start_state = self.checkpointer.restore_or(_structure(init))  # host copy
     else:

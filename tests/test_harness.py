@@ -257,9 +257,14 @@ def test_the_model_selected_on_validation_is_the_one_tested_and_returned(tmp_pat
   assert first['selected']['step'] == 6 and first['test']['nll_per_dim'] == 0.0
   step, final = train(config(10), tmp_path / 'resumed')
   assert final['selected']['step'] == 6 and final['test']['nll_per_dim'] == 0.0 and step == 6
-  # launch.py --mode=eval evaluates the selected model too.
-  assert run.main(config(10), str(tmp_path / 'resumed'), mode='eval',
+  # launch.py --mode=eval evaluates the selected model too, and leaves the
+  # training run's config.json as it was, whatever its own settings.
+  record = (tmp_path / 'resumed' / 'config.json').read_text()
+  c = config(10)
+  c.data.eval_batch_size = 256
+  assert run.main(c, str(tmp_path / 'resumed'), mode='eval',
                   build_family=build_peaking)['nll_per_dim'] == 0.0
+  assert (tmp_path / 'resumed' / 'config.json').read_text() == record
   c = config(4)
   c.train.select = 'valdation/bpd'
   with pytest.raises(ValueError, match="train.select='valdation/bpd'"):
