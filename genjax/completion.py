@@ -74,9 +74,7 @@ def main(argv=None):
   rng = jax.random.PRNGKey(0)
   exs = {name: trained(name, config, c, args.workdir) for name, config in completers(c).items()}
   data = next(iter(exs.values()))[0].data
-  batch = next(data.eval_batches('test'))
-  images = np.asarray(batch['image'][:args.num], np.float32)
-  labels = np.asarray(batch['label'][:args.num])
+  images, labels = _test_digits(data, args.num)
   H = images.shape[1]
   mask = np.zeros(images.shape, bool)
   mask[:, :H // 2] = True
@@ -114,6 +112,22 @@ def main(argv=None):
   print(table)
   print(f'completion in {args.workdir}: completion.png, completion.md, completion.json')
   return rows
+
+
+def _test_digits(data, num):
+  """The first `num` test digits (images as float32, labels), over as many
+  eval batches as that takes."""
+  images, labels = [], []
+  for batch in data.eval_batches('test'):
+    keep = np.asarray(batch['mask'], bool)
+    images.append(np.asarray(batch['image'], np.float32)[keep])
+    labels.append(np.asarray(batch['label'])[keep])
+    if sum(map(len, images)) >= num:
+      break
+  images, labels = np.concatenate(images)[:num], np.concatenate(labels)[:num]
+  if len(images) < num:
+    raise ValueError(f'--num={num}: the test split holds {len(images)} digits')
+  return images, labels
 
 
 def _markdown(rows, num, command):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from genjax.experiments import autoregressive as ar_config
-from genjax import families
+from genjax import completion, families
 from genjax.data import Dataset
 
 
@@ -58,7 +58,6 @@ def test_ar_completion_refuses_a_mask_that_is_not_a_raster_prefix():
 
 def test_completion_takes_every_image_family_that_offers_the_tool():
   from genjax.experiments import compare as compare_config  # pylint: disable=g-import-not-at-top
-  from genjax import completion  # pylint: disable=g-import-not-at-top
   names = list(completion.completers(compare_config.get_config('digits,smoke')))
   assert names == ['autoregressive', 'diffusion', 'flow', 'flow_matching', 'vae']  # the GAN has none
 
@@ -79,3 +78,21 @@ def test_complete_keeps_the_given_pixels_and_fills_the_rest_with_levels(name):
   levels = data.info.num_levels
   assert np.all(out == np.round(out)) and out.min() >= 0 and out.max() <= levels - 1
   assert not np.array_equal(out[~mask], images[~mask])
+
+
+def test_the_test_digits_span_as_many_eval_batches_as_asked():
+  class Data:  # 3 batches of 4, the last holding 3 real digits and a pad
+
+    def eval_batches(self, split):
+      assert split == 'test'
+      for b in range(3):
+        ids = np.arange(4 * b, 4 * b + 4)
+        yield {'image': np.broadcast_to(ids[:, None, None, None], (4, 8, 8, 1)),
+               'label': ids, 'mask': ids < 11}
+
+  images, labels = completion._test_digits(Data(), 10)  # pylint: disable=protected-access
+  np.testing.assert_array_equal(labels, np.arange(10))
+  np.testing.assert_array_equal(images[:, 0, 0, 0], np.arange(10))
+  assert images.dtype == np.float32
+  with pytest.raises(ValueError, match='holds 11 digits'):
+    completion._test_digits(Data(), 12)  # pylint: disable=protected-access
