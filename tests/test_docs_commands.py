@@ -56,8 +56,10 @@ def tiny(cmd, tmp):
       internet |= _needs_internet(path, variant)
     elif a.startswith('--config.data.name='):
       internet |= a.split('=', 1)[1].split('/')[0] not in OFFLINE
-    elif a.startswith('--workdir='):
-      a = '--workdir=' + os.path.join(tmp, os.path.basename(a.split('=', 1)[1].rstrip('/')))
+    elif a.startswith('--workdir='):  # /tmp/a/b -> TMP/a/b (a run inside another's workdir)
+      path = a.split('=', 1)[1].rstrip('/')
+      a = '--workdir=' + os.path.join(tmp, os.path.relpath(path, '/tmp') if path.startswith(
+          '/tmp/') else os.path.basename(path))
     elif a.startswith('/tmp/'):
       a = os.path.join(tmp, os.path.basename(a.rstrip('/')))
     out.append(a)
