@@ -122,7 +122,10 @@ def _likelihood(final, text):
                                            ('nll_per_dim_hi', 'nats_per_byte_hi')) if key in got}
   got = final.get('test', {})
   key = 'bpd' if 'bpd' in got else 'nll'
-  return {k: got[k] for k in (key, f'{key}_lo', f'{key}_hi') if k in got}
+  out = {k: got[k] for k in (key, f'{key}_lo', f'{key}_hi') if k in got}
+  if 'bpd_ode' in got:  # diffusion's probability-flow ODE, beside its bound
+    out['bpd_ode'] = got['bpd_ode']
+  return out
 
 
 @dataclasses.dataclass(frozen=True)

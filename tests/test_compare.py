@@ -95,6 +95,17 @@ def test_the_report_shows_the_measured_columns_intervals_and_who_is_missing():
   assert cells('gan')[column] == 'n/a' and cells('flow')[column] == '-1.500 ± 0.100'
   assert cells(compare_report.DATA_LABEL)[header.split(' | ').index('modes')] == '25.0'
   assert '- **autoregressive** is not in the table: it models tokens.' in report
+  # A diffusion run evaluated with its probability-flow ODE: that column beside the bound.
+  final = {'test': {'bpd': 2.16, 'bpd_lo': 2.1, 'bpd_hi': 2.22, 'bpd_ode': 7.33, 'nll': 99.0}}
+  row = {'label': 'diffusion', 'family': 'diffusion', 'likelihood': 'bound', 'seed': 0,
+         **compare._likelihood(final, text=False)}  # pylint: disable=protected-access
+  assert 'bpd_ode' not in compare._likelihood({'test': {'bpd': 2.1}}, text=False)  # pylint: disable=protected-access
+  report = compare_report.markdown(compare_report.aggregate([row]), [row], {}, 'c').splitlines()
+  split = lambda start: next(
+      [c.strip() for c in line.strip('|').split('|')] for line in report if line.startswith(start))
+  header, cells = split('| family'), split('| diffusion |')
+  assert cells[header.index('test bits/dim')] == '2.160 ± 0.060'
+  assert cells[header.index('PF-ODE bits/dim')] == '7.330'
   # Other samplers of the same model, with the metrics the rows carry.
   rows[0]['cost_points'] = [{'sampler': 'DDIM 10', 'network_evals': 10, 'samples_per_s': 9.0,
                              'modes': 20, 'high_quality': 0.25, 'high_quality_lo': 0.2,
