@@ -123,7 +123,7 @@ def _likelihood(final, text):
   got = final.get('test', {})
   key = 'bpd' if 'bpd' in got else 'nll'
   out = {k: got[k] for k in (key, f'{key}_lo', f'{key}_hi') if k in got}
-  if 'bpd_ode' in got:  # diffusion's probability-flow ODE, beside its bound
+  if 'bpd_ode' in got:  # a second likelihood, by the probability-flow ODE, beside the first
     out['bpd_ode'] = got['bpd_ode']
   return out
 

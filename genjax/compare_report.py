@@ -16,9 +16,9 @@ COLUMNS = (
      'exact, or an upper bound (a variational or importance-weighted bound, or a density of '
      'dequantised pixels), as the likelihood column says; none for a family without one',
      '{:.3f}'),
-    ('bpd_ode', 'PF-ODE bits/dim', 'diffusion run with `diffusion.ode_likelihood`: its '
-     'probability-flow ODE\'s negative log-likelihood of the dequantised test split in bits per '
-     'dimension (Hutchinson\'s estimate), beside its variational bound', '{:.3f}'),
+    ('bpd_ode', 'PF-ODE bits/dim', 'where a run also evaluates its probability-flow ODE (a '
+     'diffusion model with `diffusion.ode_likelihood`): the negative log-likelihood of the '
+     'dequantised test split in bits per dimension, beside the bound', '{:.3f}'),
     ('nll', 'test NLL (nats)', 'negative log-likelihood of a test point (2-D data: a density, '
      'so it can be negative); exact or a bound as the likelihood column says', '{:.3f}'),
     ('nats_per_byte', 'validation nats/byte', 'text: negative log-likelihood of the whole '

@@ -56,12 +56,10 @@ def tiny(cmd, tmp):
       internet |= _needs_internet(path, variant)
     elif a.startswith('--config.data.name='):
       internet |= a.split('=', 1)[1].split('/')[0] not in OFFLINE
-    elif a.startswith('--workdir='):  # /tmp/a/b -> TMP/a/b (a run inside another's workdir)
-      path = a.split('=', 1)[1].rstrip('/')
-      a = '--workdir=' + os.path.join(tmp, os.path.relpath(path, '/tmp') if path.startswith(
-          '/tmp/') else os.path.basename(path))
+    elif a.startswith('--workdir='):
+      a = '--workdir=' + _under(tmp, a.split('=', 1)[1])
     elif a.startswith('/tmp/'):
-      a = os.path.join(tmp, os.path.basename(a.rstrip('/')))
+      a = _under(tmp, a)
     out.append(a)
   if args[0].startswith('bench/'):
     if '--smoke' not in out:
@@ -76,6 +74,14 @@ def tiny(cmd, tmp):
   if internet and args[0] == 'launch.py':
     out += ['--config.data.download=False', f'--config.data.data_dir={tmp}/no_data']
   return out, internet
+
+
+def _under(tmp, path):
+  """/tmp/a/b -> TMP/a/b (a run inside another's workdir stays inside it);
+  any other path -> TMP/<its last part>."""
+  path = path.rstrip('/')
+  return os.path.join(tmp, os.path.relpath(path, '/tmp') if path.startswith('/tmp/') else
+                      os.path.basename(path))
 
 
 def _config(path, variant):
