@@ -12,7 +12,7 @@ PyTorch GPT of the same architecture timed in the same script.
 `--torch` needs the benchmark-only extras (`pip install -r requirements-bench.txt`);
 without them the PyTorch column says so and the rest still runs.
 
-Prints tokens/s of the full pmapped train step (forward, backward, pmean,
+Prints tokens/s of the full train step (forward, backward, pmean,
 gradient clipping, AdamW), a split of its time into forward / forward+backward
 / the rest, and MFU = analytic model FLOPs/s over a matmul peak measured in the
 same process, in the compute dtype (the best of square matmuls large enough to
@@ -199,7 +199,7 @@ def main():
   family = ar.build(config, info)
   state = family.init(jax.random.PRNGKey(0), {'tokens': tokens})
 
-  step = parallel.pmap_train_step(family.train_step)
+  step = parallel.train_step(family.train_step)
   batch = parallel.shard({'tokens': tokens})
   holder = [parallel.replicate(state)]
 
@@ -209,8 +209,8 @@ def main():
 
   compile_s, _ = benchlib.first_call(full_step)
   k = args.steps_per_call
-  if k > 1:  # the same steps, k per call: parallel.pmap_train_steps, as the trainer runs them
-    steps_fn = parallel.pmap_train_steps(family.train_step)
+  if k > 1:  # the same steps, k per call: parallel.train_steps, as the trainer runs them
+    steps_fn = parallel.train_steps(family.train_step)
     stacked = parallel.shard_steps([{'tokens': tokens}] * k)
     step_ids = np.arange(k, dtype=np.int32)
 
@@ -238,7 +238,7 @@ def main():
       else:
         dt_torch = min(dt_torch, result['s'])
 
-  # Split: forward only, forward + backward (no pmap, no optimizer).
+  # Split: forward only, forward + backward (no device mapping, no optimizer).
   model = ar.make_model(config, info)
   tok = jnp.asarray(tokens)
 

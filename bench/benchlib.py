@@ -74,16 +74,17 @@ def family_setup(config):
   return data, family, state
 
 
-def train_step_cost(family, state, data, steps, rounds=3, per_call=1):
-  """(compile seconds of the pmapped train step, steps/second after it), on
-  distinct real batches read before timing (the loader is timed on its own).
-  per_call > 1: that many steps per device call (train.steps_per_call), and
-  `steps` rounded up to a multiple of it."""
-  from genjax import parallel  # pylint: disable=g-import-not-at-top
-  holder = [parallel.replicate(state), 0]
+def step_runner(family, state, data, per_call=1, wrappers=None):
+  """A no-argument callable that runs the next train step (or `per_call` steps
+  in one device call), over the trainer's wrappers (genjax.parallel) or
+  another module with the same five functions (bench/pmap_reference.py), on
+  distinct real batches read before any timing."""
+  if wrappers is None:
+    from genjax import parallel as wrappers  # pylint: disable=g-import-not-at-top
+  holder = [wrappers.replicate(state), 0]
   if per_call > 1:
-    fn = parallel.pmap_train_steps(family.train_step)
-    batches = [parallel.shard_steps([data.train_batch(i * per_call + j) for j in range(per_call)])
+    fn = wrappers.train_steps(family.train_step)
+    batches = [wrappers.shard_steps([data.train_batch(i * per_call + j) for j in range(per_call)])
                for i in range(2)]
 
     def one():
@@ -92,18 +93,37 @@ def train_step_cost(family, state, data, steps, rounds=3, per_call=1):
       holder[1] += 1
       return metrics
   else:
-    fn = parallel.pmap_train_step(family.train_step)
-    batches = [parallel.shard(data.train_batch(i)) for i in range(min(steps, 4))]
+    fn = wrappers.train_step(family.train_step)
+    batches = [wrappers.shard(data.train_batch(i)) for i in range(4)]
 
     def one():
       holder[0], metrics = fn(holder[0], batches[holder[1] % len(batches)],
                               jax.random.PRNGKey(holder[1]))
       holder[1] += 1
       return metrics
+  return one
 
+
+def train_step_cost(family, state, data, steps, rounds=3, per_call=1, wrappers=None):
+  """(compile seconds of the train step, steps/second after it), on distinct
+  real batches read before timing (the loader is timed on its own).
+  per_call > 1: that many steps per device call (train.steps_per_call), and
+  `steps` rounded up to a multiple of it."""
+  one = step_runner(family, state, data, per_call, wrappers)
   compile_s, _ = first_call(one)
   dt = timeit(one, -(-steps // per_call), warmup=1, rounds=rounds)
   return max(compile_s - dt, 0.0), per_call / dt
+
+
+def interleaved_steps_per_s(runners, steps, rounds=3):
+  """Steps/second of each no-argument step runner (compiled already), timed in
+  alternating rounds so that a change in the machine's load hits all alike;
+  the best round of each."""
+  best = [float('inf')] * len(runners)
+  for _ in range(rounds):
+    for i, one in enumerate(runners):
+      best[i] = min(best[i], timeit(one, steps, warmup=1, rounds=1))
+  return [1 / dt for dt in best]
 
 
 def sample_cost(family, state, num_samples, **kwargs):

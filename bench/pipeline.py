@@ -6,7 +6,7 @@ batches/second the train step consumes, for each offline dataset.
 
 The loader is what the trainer iterates: `Dataset.train_iter` (reads from the
 TFDS data source, shuffles, batches, in a prefetch thread), drained as fast as
-it goes, for the batch size of each config. The step is the pmapped train
+it goes, for the batch size of each config. The step is the train
 step on batches read beforehand (as bench/families.py times it). The target:
 the loader delivers at least 5x what the step consumes.
 """

@@ -1,12 +1,21 @@
 """Data parallelism: the one place that maps per-device steps over devices,
 and that joins the hosts of a multi-host run.
 
-Everything else sees a per-device function and a leading device axis. Moving
-to `jax.shard_map` later means changing the wrappers in this file only.
+A step is `jax.jit` of `jax.shard_map` over a one-axis `Mesh` (axis
+`DATA_AXIS`): the family's per-device function sees its share of the batch
+and averages over DATA_AXIS itself. Outside a step, state and metrics are
+global `jax.Array`s replicated over the mesh, and a batch is one global array
+split along its first axis, each host holding its own examples. Callers hand
+host values (numpy, or arrays on any device) to the wrappers below, which
+place them; `replicate` and `shard` place them ahead of time.
+
+`devices` everywhere: None for every device of every host, an int n for the
+first n local devices, or a list of devices.
 """
 import functools
 
 import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
 from genjax.errors import ConfigError
@@ -20,7 +29,7 @@ def initialize_hosts(coordinator='', num_processes=0, process_id=-1):
   VM pod slice, SLURM, Open MPI). Elsewhere give all three: the coordinator is
   process 0's `host:port`, reachable from every host. Each process then sees
   every device in `jax.devices()`, its own in `jax.local_devices()`, and the
-  pmapped steps reduce over all of them.
+  steps reduce over all of them.
   """
   given = (bool(coordinator), num_processes > 0, process_id >= 0)
   if any(given) and not all(given):
@@ -38,27 +47,126 @@ def initialize_hosts(coordinator='', num_processes=0, process_id=-1):
     jax.distributed.initialize()
 
 
-def pmap_train_step(step_fn, devices=None):
-  """(state, batch, rng) -> (state, metrics), replicated over `devices`.
+def mesh(devices=None):
+  """The one-axis mesh (DATA_AXIS) over `devices`."""
+  if devices is None:
+    devices = jax.devices()
+  elif isinstance(devices, int):
+    devices = jax.local_devices()[:devices]
+  return _mesh(tuple(devices))
+
+
+@functools.lru_cache(maxsize=None)
+def _mesh(devices):
+  return Mesh(np.array(devices), (DATA_AXIS,))
+
+
+def _place(tree, sharding):
+  """Host values -> global arrays with `sharding`; arrays already so placed pass."""
+  one_host = jax.process_count() == 1
+
+  def put(x):
+    if isinstance(x, jax.Array) and x.sharding == sharding:
+      return x
+    # Through the host, so every device gets a buffer of its own: a state may
+    # hold one array twice (an EMA initialised to the parameters), and its
+    # buffers get donated. (device_put with may_alias=False still shared the
+    # first device's buffer over several CPU devices, and the step crashed.)
+    x = np.asarray(x)
+    if one_host:
+      return jax.device_put(x, sharding)
+    if sharding.is_fully_replicated:  # every host holds the whole value
+      return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  return jax.tree_util.tree_map(put, tree)
+
+
+def replicate(tree, devices=None):
+  """A copy on every device of the mesh: what a step takes and gives back as
+  state. In a multi-host run every host passes the same value."""
+  return _place(tree, NamedSharding(mesh(devices), P()))
+
+
+def _check_split(batch, m, axis):
+  n = m.devices.size // jax.process_count()
+  for x in jax.tree_util.tree_leaves(batch):
+    if np.shape(x)[axis] % n:
+      raise ValueError(f'host batch of {np.shape(x)[axis]} does not split over {n} devices; '
+                       f'make data.batch_size a multiple of the device count')
+
+
+def shard(batch, devices=None):
+  """This host's batch as one global batch, split along the first axis over
+  the mesh's devices (each host's examples on its own devices)."""
+  m = mesh(devices)
+  _check_split(batch, m, 0)
+  return _place(batch, NamedSharding(m, P(DATA_AXIS)))
+
+
+def shard_steps(batches, devices=None):
+  """Host batches of consecutive steps -> one global (steps, batch, ...) array,
+  split along the batch axis, as train_steps takes them."""
+  m = mesh(devices)
+  stacked = jax.tree_util.tree_map(lambda *xs: np.stack(xs), *batches)
+  _check_split(stacked, m, 1)
+  return _place(stacked, NamedSharding(m, P(None, DATA_AXIS)))
+
+
+def unreplicate(tree):
+  """A replicated value (state, metrics, eval sums) fetched to host numpy.
+
+  Read from one local device's buffer, so that nothing is computed: on
+  several CPU processes a computation could meet the collectives of steps
+  still in flight on another host in another order.
+  """
+  def first(x):
+    if not isinstance(x, jax.Array):
+      return np.asarray(x)
+    return np.asarray(x.addressable_shards[0].data)
+
+  return jax.tree_util.tree_map(first, tree)
+
+
+def _mapped(per_device, devices, in_specs, donate):
+  """jit(shard_map(per_device)) with replicated outputs; the wrapper places
+  each argument by its spec (P(): replicated, else split)."""
+  m = mesh(devices)
+  shardings = [NamedSharding(m, spec) for spec in in_specs]
+  # check_vma=False: a gradient is this device's own, which base.update then
+  # averages (with replication types, the gradient of a replicated parameter
+  # would come summed over devices already), and the families' loops need not
+  # type their carries as varying. Outputs are the same on every device by the
+  # contract (averaged over DATA_AXIS); the 4-devices-equal-1 test checks it.
+  fn = jax.jit(jax.shard_map(per_device, mesh=m, in_specs=tuple(in_specs), out_specs=P(),
+                             check_vma=False), donate_argnums=donate)
+
+  def call(*args):
+    return fn(*(_place(a, s) for a, s in zip(args, shardings)))
+
+  return call
+
+
+def train_step(step_fn, devices=None):
+  """(state, batch, rng) -> (state, metrics), over `devices`.
 
   `rng` is one key for the step, shared by all devices; the family derives
   per-example or per-device keys from it (`families.base.example_keys`,
-  `device_key`). The incoming state buffers are donated.
+  `device_key`). `metrics` must be the same on every device (the family
+  averages them over DATA_AXIS). The incoming state buffers are donated.
   """
-  return jax.pmap(step_fn, axis_name=DATA_AXIS, in_axes=(0, 0, None),
-                  donate_argnums=(0,), devices=devices)
+  return _mapped(step_fn, devices, (P(), P(DATA_AXIS), P()), (0,))
 
 
-def pmap_train_steps(step_fn, devices=None):
+def train_steps(step_fn, devices=None):
   """(state, batches, key, steps) -> (state, metrics): several train steps in one
   device call, for models whose step is short next to a dispatch.
 
-  `batches` stacks one batch per step behind the device axis (devices, steps,
-  per-device batch, ...); step i runs on batches[:, i] with the key
-  `fold_in(key, steps[i])`, the key pmap_train_step's caller gives that step
-  (genjax.train's stream('train', step)), so the state equals that of
-  len(steps) single calls. Metrics come back with a steps axis after the
-  device axis.
+  `batches` stacks one host batch per step (shard_steps); step i runs on
+  batches[i] with the key `fold_in(key, steps[i])`, the key train_step's
+  caller gives that step (genjax.train's stream('train', step)), so the state
+  equals that of len(steps) single calls. Metrics come back with a leading
+  steps axis.
   """
   def per_device(state, batches, key, steps):
     def one(state, xs):
@@ -67,69 +175,15 @@ def pmap_train_steps(step_fn, devices=None):
 
     return jax.lax.scan(one, state, (batches, steps))
 
-  return jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(0, 0, None, None),
-                  donate_argnums=(0,), devices=devices)
+  return _mapped(per_device, devices, (P(), P(None, DATA_AXIS), P(), P()), (0,))
 
 
-def pmap_eval_step(eval_fn, devices=None):
-  """(state, batch, rng) -> sums over all devices (identical on each).
+def eval_step(eval_fn, devices=None):
+  """(state, batch, rng) -> sums over all devices.
 
   As in training, `rng` is one key shared by all devices.
   """
   def per_device(state, batch, rng):
     return jax.lax.psum(eval_fn(state, batch, rng), DATA_AXIS)
 
-  return jax.pmap(per_device, axis_name=DATA_AXIS, in_axes=(0, 0, None), devices=devices)
-
-
-def replicate(tree, devices=None):
-  """A copy per device (default: every local device; or a list of devices, or
-  the first n local ones), laid out exactly as a pmapped step lays out its
-  outputs, so that the second step does not retrace for another input layout."""
-  if devices is None or isinstance(devices, int):
-    devices = jax.local_devices()[:devices or jax.local_device_count()]
-  devices = tuple(devices)
-  stacked = jax.tree_util.tree_map(
-      lambda x: np.broadcast_to(np.asarray(x), (len(devices),) + np.shape(x)), tree)
-  return _identity(devices)(stacked)
-
-
-@functools.lru_cache(maxsize=None)
-def _identity(devices):
-  return jax.pmap(lambda x: x, axis_name=DATA_AXIS, devices=devices)
-
-
-def unreplicate(tree):
-  """First local device's copy, fetched to host numpy.
-
-  Read from that device's buffer: indexing (`x[0]`) would be a computation
-  over the local devices, which on several CPU processes can meet the
-  collectives of steps still in flight in another order than on other hosts.
-  """
-  def first(x):
-    if not isinstance(x, jax.Array):
-      return np.asarray(x[0])
-    shard = min(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-    return np.asarray(shard.data).reshape(x.shape[1:])
-
-  return jax.tree_util.tree_map(first, tree)
-
-
-def shard(batch, num_devices=None):
-  """Splits the leading (host batch) axis into (devices, per-device batch)."""
-  n = num_devices or jax.local_device_count()
-
-  def split(x):
-    if x.shape[0] % n:
-      raise ValueError(f'host batch of {x.shape[0]} does not split over {n} devices; '
-                       f'make data.batch_size a multiple of the device count')
-    return np.asarray(x).reshape((n, x.shape[0] // n) + x.shape[1:])
-
-  return jax.tree_util.tree_map(split, batch)
-
-
-def shard_steps(batches, num_devices=None):
-  """Host batches of consecutive steps -> (devices, steps, per-device batch, ...),
-  as pmap_train_steps takes them."""
-  sharded = [shard(b, num_devices) for b in batches]
-  return jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *sharded)
+  return _mapped(per_device, devices, (P(), P(DATA_AXIS), P()), ())

@@ -107,9 +107,9 @@ class Experiment:
     step_fn = self.family.train_step
     if config.train.get('skip_nonfinite_updates', False):
       step_fn = base.skip_nonfinite(step_fn, self.family.finite)
-    self.p_train = parallel.pmap_train_step(step_fn)
-    self.p_train_steps = parallel.pmap_train_steps(step_fn)  # train.steps_per_call > 1
-    self.p_eval = parallel.pmap_eval_step(self.family.eval_step)
+    self.p_train = parallel.train_step(step_fn)
+    self.p_train_steps = parallel.train_steps(step_fn)  # train.steps_per_call > 1
+    self.p_eval = parallel.eval_step(self.family.eval_step)
     self.evaluators = evals.build(config, evals.Context(
         family=family, data=data, data_config=config.data, workdir=workdir,
         key=self.eval_key, evaluate=self.evaluate, sample=self.sample))
@@ -131,10 +131,11 @@ class Experiment:
     return jax.random.fold_in(self.stream('eval', zlib.crc32(name.encode())), step)
 
   def evaluate(self, rstate, split=None, max_batches=-1):
-    """Summed eval_step over a split; batch b's key is stream('eval', host, b)."""
+    """Summed eval_step over a split; batch b's key is stream('eval', 0, b) on
+    every host (a replicated input: examples draw by their global index)."""
     total, per_batch = None, []
     for b, batch in enumerate(self.data.eval_batches(split, max_batches)):
-      rng = self.stream('eval', jax.process_index(), b)
+      rng = self.stream('eval', 0, b)
       sums = self.p_eval(rstate, parallel.shard(batch), rng)
       total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
       per_batch.append(sums)
@@ -155,16 +156,16 @@ class Experiment:
 
 
 def _mean(logged):
-  """Metrics of each device call (values with a device axis, and a steps axis
-  after it where the call ran several steps) -> their means per step. Steps
+  """Metrics of each device call (scalars, or values with a steps axis where
+  the call ran several steps) -> their means per step. Steps
   whose update was skipped (base.skip_nonfinite) are left out of the means and
   counted in 'skipped_updates'."""
   rows = []
   for m, steps in logged:
     if steps is None:
-      rows.append({k: float(v[0]) for k, v in m.items()})
+      rows.append({k: float(v) for k, v in m.items()})
     else:
-      rows.extend({k: float(v[0, i]) for k, v in m.items()} for i in range(steps))
+      rows.extend({k: float(v[i]) for k, v in m.items()} for i in range(steps))
   kept = [r for r in rows if not r.get('skipped_updates')]
   mean = {k: float(np.mean([r[k] for r in kept])) if kept else float('nan') for k in rows[0]}
   if 'skipped_updates' in mean:

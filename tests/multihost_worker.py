@@ -55,12 +55,13 @@ def smoke_config(name):
 
 
 def state_digest(rstate):
-  """sha256 of the first device's copy of the state; and whether every local copy equals it."""
-  copies = jax.device_get(rstate)
-  leaves = jax.tree_util.tree_leaves(copies)
-  same = all(np.array_equal(x[0], x[d]) for x in leaves for d in range(x.shape[0]))
+  """sha256 of the first local device's copy of the state; and whether every
+  local copy equals it."""
+  copies = [[np.asarray(s.data) for s in x.addressable_shards]
+            for x in jax.tree_util.tree_leaves(rstate)]
+  same = all(np.array_equal(x[0], y) for x in copies for y in x)
   h = hashlib.sha256()
-  for x in leaves:
+  for x in copies:
     h.update(np.ascontiguousarray(x[0]).tobytes())
   return h.hexdigest(), same
 

@@ -114,7 +114,7 @@ def test_image_likelihood_is_normalised(tiny_config):
   images = np.array(list(itertools.product(range(3), repeat=2)), np.uint8).reshape(9, 2, 1, 1)
   state = family.init(jax.random.PRNGKey(0), {'image': images})
   # Train a few steps so the model is not near-uniform.
-  step = parallel.pmap_train_step(family.train_step, devices=jax.devices()[:1])
+  step = parallel.train_step(family.train_step, devices=jax.devices()[:1])
   rstate = parallel.replicate(state, 1)
   batch = parallel.shard({'image': np.repeat(images[:3], 4, 0)}, 1)
   for i in range(5):

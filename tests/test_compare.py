@@ -171,7 +171,7 @@ def test_a_slower_step_changes_neither_the_step_count_nor_the_metrics(tmp_path, 
   c.budget_flops = 6.2 * per_step
   compare.main(c, str(tmp_path / 'plain'))
   plain = json.load(open(tmp_path / 'plain' / 'report.json'))
-  pmap_train_step, slept = parallel.pmap_train_step, []
+  pmap_train_step, slept = parallel.train_step, []
 
   def slowed(step_fn, devices=None):
     step = pmap_train_step(step_fn, devices)
@@ -182,7 +182,7 @@ def test_a_slower_step_changes_neither_the_step_count_nor_the_metrics(tmp_path, 
       return step(*args)
     return run
 
-  monkeypatch.setattr(parallel, 'pmap_train_step', slowed)
+  monkeypatch.setattr(parallel, 'train_step', slowed)
   compare.main(c, str(tmp_path / 'slow'))
   slow = json.load(open(tmp_path / 'slow' / 'report.json'))
   assert plain['runs'][0]['steps'] == slow['runs'][0]['steps'] == 6

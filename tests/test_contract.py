@@ -40,14 +40,14 @@ def build(name, no_dropout=False):
 
 
 def run_steps(family, data, devices, num_steps=3):
-  """`num_steps` pmapped steps over `devices` from the same init; one trace only.
+  """`num_steps` data-parallel steps over `devices` from the same init; one trace only.
   Also returns the step, to run it further without another compile."""
   state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
   chex.clear_trace_counter()
-  step = parallel.pmap_train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
+  step = parallel.train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
   rstate = parallel.replicate(state, devices)
   for s in range(num_steps):
-    rstate, metrics = step(rstate, parallel.shard(data.train_batch(s), len(devices)),
+    rstate, metrics = step(rstate, parallel.shard(data.train_batch(s), devices),
                            jax.random.PRNGKey(s))
   return state, rstate, parallel.unreplicate(metrics), step
 
@@ -88,8 +88,8 @@ def test_init_train_eval_sample_shapes_and_finiteness(name, tmp_path):
   assert all(np.shape(v) == () and np.isfinite(v) for v in metrics.values()), metrics
 
   batch = next(data.eval_batches(max_batches=1))
-  p_eval = parallel.pmap_eval_step(family.eval_step, devices=devices)
-  sums = parallel.unreplicate(p_eval(rstate, parallel.shard(batch, 1), jax.random.PRNGKey(0)))
+  p_eval = parallel.eval_step(family.eval_step, devices=devices)
+  sums = parallel.unreplicate(p_eval(rstate, parallel.shard(batch, devices), jax.random.PRNGKey(0)))
   assert float(sums['examples']) == batch['mask'].sum()
   assert leaves_finite(sums)
   if family.likelihood != 'none':
@@ -109,7 +109,7 @@ def test_init_train_eval_sample_shapes_and_finiteness(name, tmp_path):
 
   # A NaN in any network's parameters is caught by what the trainer checks (the
   # family's finite metrics, gradient and parameter norms), naming the metric.
-  _, bad = step(poison_params(rstate), parallel.shard(data.train_batch(2), 1), jax.random.PRNGKey(2))
+  _, bad = step(poison_params(rstate), parallel.shard(data.train_batch(2), devices), jax.random.PRNGKey(2))
   mean = {k: float(v) for k, v in parallel.unreplicate(bad).items()}
   ckpt = checkpoint.Checkpointer(str(tmp_path), config, family.state_fields)
   with pytest.raises(DivergedError, match=r'\w+ is (nan|inf).* at step 3; .*no checkpoint was saved'):
@@ -118,7 +118,7 @@ def test_init_train_eval_sample_shapes_and_finiteness(name, tmp_path):
 
 
 @pytest.mark.parametrize('name', FAMILIES)
-def test_pmap_on_four_devices_matches_one(name):
+def test_four_devices_match_one(name):
   devices = cpu_devices(4)
   config, data, family = build(name, no_dropout=True)
   _, one, m1, _ = run_steps(family, data, devices[:1])

@@ -329,19 +329,19 @@ def test_inpainting_leaves_known_pixels_unchanged():
 
 def test_training_lowers_the_loss_and_the_bound_on_digits():
   c, data, fam, state = tiny_family()
-  step = parallel.pmap_train_step(fam.train_step, devices=jax.devices('cpu')[:1])
-  ev = parallel.pmap_eval_step(fam.eval_step, devices=jax.devices('cpu')[:1])
+  step = parallel.train_step(fam.train_step, devices=jax.devices('cpu')[:1])
+  ev = parallel.eval_step(fam.eval_step, devices=jax.devices('cpu')[:1])
   held = parallel.shard(next(data.eval_batches('validation', max_batches=1)), 1)
   rstate = parallel.replicate(state, 1)
   before = jax.device_get(ev(rstate, held, jax.random.PRNGKey(7)))
   losses = []
   for s in range(40):
     rstate, m = step(rstate, parallel.shard(data.train_batch(s), 1), jax.random.PRNGKey(s))
-    losses.append(float(m['loss'][0]))
+    losses.append(float(m['loss']))
   after = jax.device_get(ev(rstate, held, jax.random.PRNGKey(7)))
   # The training loss is the bound's one-draw estimate (noisy): compare means of 10 steps.
   assert np.isfinite(losses).all() and np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.1, losses
-  nll_b, nll_a = before['nll'][0] / before['examples'][0], after['nll'][0] / after['examples'][0]
+  nll_b, nll_a = before['nll'] / before['examples'], after['nll'] / after['examples']
   # Same held-out batch and eval key before and after: the bound must fall.
   assert np.isfinite(nll_a) and nll_a < nll_b, (nll_b, nll_a)  # nats per image
 

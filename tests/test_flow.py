@@ -141,7 +141,7 @@ def points_family(steps=3000):
 
 
 def train(family, state, batches, rng):
-  step = parallel.pmap_train_step(family.train_step, devices=jax.devices()[:1])
+  step = parallel.train_step(family.train_step, devices=jax.devices()[:1])
   rstate = parallel.replicate(state, 1)
   for i, batch in enumerate(batches):
     rstate, _ = step(rstate, parallel.shard(batch, 1), jax.random.fold_in(rng, i))

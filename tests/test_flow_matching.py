@@ -301,11 +301,11 @@ def test_training_on_a_2d_mixture_lowers_the_loss():
   _, data, fam = smoke_family('ring8', **{'data.batch_size': 256, 'train.num_steps': 150,
                                           'optim.lr': 3e-3})
   state = fam.init(jax.random.PRNGKey(0), data.train_batch(0))
-  step = parallel.pmap_train_step(fam.train_step, devices=jax.devices('cpu')[:1])
+  step = parallel.train_step(fam.train_step, devices=jax.devices('cpu')[:1])
   rstate, losses = parallel.replicate(state, 1), []
   for s in range(150):
     rstate, m = step(rstate, parallel.shard(data.train_batch(s), 1), jax.random.PRNGKey(s))
-    losses.append(float(m['loss'][0]))
+    losses.append(float(m['loss']))
   assert np.isfinite(losses).all()
   first, last = np.mean(losses[:20]), np.mean(losses[-20:])
   assert last < first - 0.1, (first, last)

@@ -204,7 +204,7 @@ def _two_steps(variant, overrides, devices):
   _, data, family = _setup(variant, **overrides)
   chex.clear_trace_counter()  # a fresh family may reuse the last one's id: one trace per call
   state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
-  step = parallel.pmap_train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
+  step = parallel.train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
   rstate = parallel.replicate(state, len(devices))
   for s in range(2):
     rstate, metrics = step(rstate, parallel.shard(data.train_batch(s), len(devices)),
@@ -244,6 +244,5 @@ def test_sample_eval_and_interpolation():
   # eval: the last batch's padding does not count
   batch = next(data.eval_batches(max_batches=1))
   batch['mask'][-8:] = False
-  sums = jax.pmap(family.eval_step, axis_name='data', in_axes=(0, 0, None), devices=cpu_devices(1))(
-      _add_axis(state), _add_axis(batch), jax.random.PRNGKey(0))
-  assert float(sums['examples'][0]) == len(batch['mask']) - 8
+  sums = parallel.eval_step(family.eval_step, cpu_devices(1))(state, batch, jax.random.PRNGKey(0))
+  assert float(sums['examples']) == len(batch['mask']) - 8

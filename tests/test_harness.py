@@ -9,13 +9,14 @@ import os
 import flax
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 import optax
 import pytest
 
 from genjax.experiments import common
-from genjax import families, run, writers
+from genjax import families, parallel, run, writers
 from genjax import train as train_lib
 from genjax.evals import modes
 from genjax.families import base
@@ -160,6 +161,13 @@ def test_image_grid_checks_the_range_and_puts_a_class_per_row():
   assert [cell(2, 0), cell(2, 1), cell(2, 2)] == [0, round(255 * 2 / 5), 255]  # class 2
 
 
+def _per_device(fn, devices, in_specs=P(base.DATA_AXIS)):
+  """fn mapped over `devices` as genjax.parallel maps a step, its outputs
+  concatenated along their first axis (one entry per device)."""
+  return jax.jit(jax.shard_map(fn, mesh=parallel.mesh(devices), in_specs=in_specs,
+                               out_specs=P(base.DATA_AXIS), check_vma=False))
+
+
 def test_update_averages_gradients_and_aux_over_devices():
   from conftest import cpu_devices  # pylint: disable=g-import-not-at-top
   devices = cpu_devices(2)
@@ -170,10 +178,10 @@ def test_update_averages_gradients_and_aux_over_devices():
     loss_fn = lambda p: (((p['w'] - x) ** 2).mean(), {'stat': x.mean()})
     new, _, metrics, aux = base.update(loss_fn, params, tx.init(params), tx, has_aux=True,
                                        prefix='g_')
-    return new, metrics, aux
+    return jax.tree_util.tree_map(lambda v: v[None], (new, metrics, aux))  # a device axis
 
   x = jnp.array([[1.0], [3.0]])  # device 0 sees 1, device 1 sees 3
-  new, metrics, aux = jax.pmap(step, axis_name=base.DATA_AXIS, devices=devices)(x)
+  new, metrics, aux = _per_device(step, devices)(x)
   # d/dw of (w - x)^2 at 0 is -2x; the mean over devices is -4, so w = 4.
   np.testing.assert_allclose(new['w'], [4.0, 4.0])
   np.testing.assert_allclose(aux['stat'], [2.0, 2.0])
@@ -188,11 +196,11 @@ def test_example_keys_do_not_depend_on_the_device_split():
   def draw(n, devices):
     per_device = lambda x_B, r: x_B + jax.vmap(lambda k: jax.random.normal(k, ()))(
         base.example_keys(r, n))
-    return jax.pmap(per_device, axis_name=base.DATA_AXIS, in_axes=(0, None), devices=devices)(
-        np.zeros((len(devices), n), np.float32), rng)
+    return _per_device(per_device, devices, in_specs=(P(base.DATA_AXIS), P()))(
+        np.zeros(len(devices) * n, np.float32), rng)
 
   one, four = draw(8, devices[:1]), draw(2, devices)
-  np.testing.assert_array_equal(one.reshape(-1), four.reshape(-1))
+  np.testing.assert_array_equal(one, four)
   assert len(np.unique(np.asarray(four))) == 8
 
 

@@ -86,7 +86,7 @@ def test_training_lowers_the_bound_on_pysrc():
   family = families.build(config, data.info)
   state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
   one = jax.devices('cpu')[:1]
-  step = parallel.pmap_train_step(family.train_step, devices=one)
+  step = parallel.train_step(family.train_step, devices=one)
   evaluate = jax.jit(family.eval_step)
   held = {'tokens': data.train_batch(10_000)['tokens'], 'mask': np.ones(16, bool)}
 

@@ -123,7 +123,7 @@ def ode_eval(**overrides):
   data = Dataset(c.data, seed=0)
   fam = diffusion.build(c, data.info)
   state = fam.init(jax.random.PRNGKey(0), data.train_batch(0))
-  ev = parallel.pmap_eval_step(fam.eval_step, devices=jax.devices('cpu')[:1])
+  ev = parallel.eval_step(fam.eval_step, devices=jax.devices('cpu')[:1])
   batch = parallel.shard(next(data.eval_batches(max_batches=1)), 1)
   return jax.device_get(ev(parallel.replicate(state, 1), batch, jax.random.PRNGKey(3)))
 

@@ -110,7 +110,7 @@ def test_several_steps_per_call_equal_one_step_per_call(tmp_path, tiny_config, m
   config.train.num_steps, config.train.log_every, config.train.checkpoint_every = 11, 5, 6
   one = train_run(config, str(tmp_path / 'one'))
   calls = []
-  real = parallel.pmap_train_steps
+  real = parallel.train_steps
 
   def counted(step_fn, devices=None):
     fn = real(step_fn, devices)
@@ -121,7 +121,7 @@ def test_several_steps_per_call_equal_one_step_per_call(tmp_path, tiny_config, m
 
     return call
 
-  monkeypatch.setattr(parallel, 'pmap_train_steps', counted)
+  monkeypatch.setattr(parallel, 'train_steps', counted)
   config.train.steps_per_call = 3
   three = train_run(config, str(tmp_path / 'three'))
   # Boundaries after steps 5 (log), 6 (checkpoint), 10 (log), 11 (the last):

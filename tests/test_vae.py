@@ -208,10 +208,10 @@ def test_training_lowers_the_bound_on_digits(tmp_path):
   config.optim.lr = 3e-3
   config.evals = {}
   ex = run.experiment(config, str(tmp_path / 'run'))
-  step = parallel.pmap_train_step(ex.family.train_step, devices=jax.devices()[:1])
+  step = parallel.train_step(ex.family.train_step, devices=jax.devices()[:1])
   rstate = parallel.replicate(ex.start_state, 1)
   batch = next(ex.data.eval_batches('validation'))
-  evaluate = lambda: parallel.unreplicate(parallel.pmap_eval_step(
+  evaluate = lambda: parallel.unreplicate(parallel.eval_step(
       ex.family.eval_step, devices=jax.devices()[:1])(rstate, parallel.shard(batch, 1),
                                                       jax.random.PRNGKey(0)))
   before = evaluate()
@@ -234,7 +234,7 @@ def test_excluded_label_gets_no_gradient():
   family = vae.build(config, info)
   images = np.random.default_rng(0).integers(0, 17, (4, 8, 8, 1)).astype(np.uint8)
   state = family.init(jax.random.PRNGKey(0), {'image': images})
-  step = parallel.pmap_train_step(family.train_step, devices=jax.devices()[:1])
+  step = parallel.train_step(family.train_step, devices=jax.devices()[:1])
   run_step = lambda imgs, labels: parallel.unreplicate(step(
       parallel.replicate(state, 1), parallel.shard({'image': imgs, 'label': labels}, 1),
       jax.random.PRNGKey(1)))[0].params

@@ -14,7 +14,8 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
       checkpointed.
 
   train_step(state, batch, rng) -> (state, metrics)
-      Per-device and pure. Runs inside `jax.pmap` with axis name `DATA_AXIS`.
+      Per-device and pure. Runs inside `jax.shard_map` over the mesh's axis
+      `DATA_AXIS` (genjax.parallel), on this device's share of the batch.
       `update` below does the gradient, the cross-device mean, the optimizer
       and the norms; a family calls it once per network it trains. `rng` is
       the step's key, the same on every device: draw per-example noise with
@@ -72,7 +73,7 @@ import jax.numpy as jnp
 import optax
 
 LIKELIHOODS = ('exact', 'bound', 'none')
-# The name of the device axis inside pmapped steps; genjax.parallel maps over it.
+# The mesh axis that genjax.parallel splits batches over; steps reduce over it.
 DATA_AXIS = 'data'
 
 
@@ -124,7 +125,7 @@ class TrainState:
 
 
 def device_index():
-  """This device's index on DATA_AXIS; 0 outside a pmapped step (a test, a notebook)."""
+  """This device's index on DATA_AXIS; 0 outside a mapped step (a test, a notebook)."""
   try:
     return jax.lax.axis_index(DATA_AXIS)
   except NameError:  # no device axis bound

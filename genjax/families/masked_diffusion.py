@@ -330,7 +330,7 @@ def build(config, info):
 
 
 def _num_devices():
-  """Devices on the data axis inside a pmapped step; 1 outside one."""
+  """Devices on the data axis inside a mapped step; 1 outside one."""
   try:
     return jax.lax.psum(1, base.DATA_AXIS)
   except NameError:

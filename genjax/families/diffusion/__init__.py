@@ -126,7 +126,7 @@ def example_keys(rng, n):
   the draws do not depend on how the batch is split over devices."""
   try:
     total = jax.lax.psum(n, base.DATA_AXIS)
-  except NameError:  # outside pmap
+  except NameError:  # outside a mapped step
     total = n
   return base.example_keys(rng, n), base.device_index() * n + jnp.arange(n), total
 
