@@ -35,6 +35,12 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
   c.optim.weight_decay = 0.0
   c.optim.grad_clip = 1.0
 
+  # The devices (genjax.parallel): every batch splits over all of them. fsdp > 1 splits
+  # the parameters and optimizer state over groups of that many devices (a model too
+  # large for one device); it must divide the device count. Checkpoints hold the whole
+  # state, so a run resumes under another fsdp or device count.
+  c.mesh = ml_collections.ConfigDict(dict(fsdp=1))
+
   c.train = ml_collections.ConfigDict()
   c.train.num_steps = num_steps
   c.train.max_seconds = 0.0  # > 0: stop (and evaluate) once training has run this long

@@ -93,9 +93,13 @@ class Experiment:
     self.config, self.workdir = config, workdir
     self.data, self.family = data, family
     self.key = jax.random.PRNGKey(config.seed)
-    self.num_devices = jax.local_device_count()
+    self.fsdp = config.mesh.fsdp if 'mesh' in config else 1
+    parallel.mesh(fsdp=self.fsdp)  # a bad mesh.fsdp: before any work
     first = self.data.train_batch(0)
-    per_device = jax.tree_util.tree_map(lambda x: x[:x.shape[0] // self.num_devices], first)
+    # The share of the batch that one per-device step sees: a group's, with fsdp.
+    groups = jax.device_count() // self.fsdp
+    per_device = jax.tree_util.tree_map(
+        lambda x: x[:max(1, x.shape[0] * jax.process_count() // groups)], first)
     init = functools.partial(self.family.init, self.stream('init'), per_device)
     self.checkpointer = checkpoint.Checkpointer(workdir, config, family.state_fields, record)
     if self.checkpointer.latest_step is not None:
@@ -107,12 +111,19 @@ class Experiment:
     step_fn = self.family.train_step
     if config.train.get('skip_nonfinite_updates', False):
       step_fn = base.skip_nonfinite(step_fn, self.family.finite)
-    self.p_train = parallel.train_step(step_fn)
-    self.p_train_steps = parallel.train_steps(step_fn)  # train.steps_per_call > 1
-    self.p_eval = parallel.eval_step(self.family.eval_step)
+    self.p_train = parallel.train_step(step_fn, fsdp=self.fsdp)
+    self.p_train_steps = parallel.train_steps(step_fn, fsdp=self.fsdp)  # steps_per_call > 1
+    self.p_eval = parallel.eval_step(self.family.eval_step, fsdp=self.fsdp)
     self.evaluators = evals.build(config, evals.Context(
         family=family, data=data, data_config=config.data, workdir=workdir,
         key=self.eval_key, evaluate=self.evaluate, sample=self.sample))
+
+  def place(self, state):
+    """A host state on the devices, as the steps take it (config.mesh)."""
+    return parallel.replicate(state, fsdp=self.fsdp)
+
+  def shard(self, batch):
+    return parallel.shard(batch, fsdp=self.fsdp)
 
   @property
   def step(self):
@@ -136,7 +147,7 @@ class Experiment:
     total, per_batch = None, []
     for b, batch in enumerate(self.data.eval_batches(split, max_batches)):
       rng = self.stream('eval', 0, b)
-      sums = self.p_eval(rstate, parallel.shard(batch), rng)
+      sums = self.p_eval(rstate, self.shard(batch), rng)
       total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
       per_batch.append(sums)
     per_batch = [parallel.unreplicate(s) for s in per_batch]  # one fetch, after the loop
@@ -251,7 +262,7 @@ def train_and_evaluate(ex):
   writer = writers.MetricWriter(workdir, config)
   if start:
     print(f'resuming from step {start} in {workdir}', flush=True)
-  rstate = parallel.replicate(ex.start_state)  # the live copy; its buffers get donated
+  rstate = ex.place(ex.start_state)  # the live copy; its buffers get donated
   stop = _StopOnSignal(tc.get('stop_check_every', 1))  # before the data thread starts
   batches = ex.data.train_iter(start)
   headline = ex.family.headline
@@ -281,13 +292,13 @@ def train_and_evaluate(ex):
       profile.before(step)
       if per_call > 1 and step + per_call <= boundary.next(step):
         # Several steps in one call; no log, eval, save or stop check falls inside it.
-        batch = parallel.shard_steps([next(batches) for _ in range(per_call)])
+        batch = parallel.shard_steps([next(batches) for _ in range(per_call)], fsdp=ex.fsdp)
         steps = np.arange(step, step + per_call, dtype=np.int32)
         rstate, metrics = ex.p_train_steps(rstate, batch, ex.stream('train'), steps)
         pending.append((metrics, per_call))
         done = step + per_call
       else:
-        batch = parallel.shard(next(batches))
+        batch = ex.shard(next(batches))
         rstate, metrics = ex.p_train(rstate, batch, ex.stream('train', step))
         pending.append((metrics, None))
         done = step + 1
@@ -325,7 +336,7 @@ def train_and_evaluate(ex):
             selector.update(done, metrics, host_state)
             if is_last and selector.differs(done):  # the rest see the selected model
               eval_state = selector.restore(host_state)
-              eval_rstate = parallel.replicate(eval_state())
+              eval_rstate = ex.place(eval_state())
       if is_last and drawn is not None:
         bar.write(f'step {done}: samples in {drawn.path}')
       ex.checkpointer.maybe_save(done, host_state, force=is_last)
@@ -353,7 +364,7 @@ def train_and_evaluate(ex):
     host_state = functools.lru_cache(maxsize=1)(lambda: state)
     if selector.differs(done):
       host_state = selector.restore(host_state)
-      rstate = parallel.replicate(host_state())
+      rstate = ex.place(host_state())
     for e in ex.evaluators:
       final[e.name], output = _unpack(e.run(done, rstate, host_state, True))
       drawn = output if output is not None and output.samples is not None else drawn

@@ -39,15 +39,15 @@ def build(name, no_dropout=False):
   return config, data, families.build(config, data.info)
 
 
-def run_steps(family, data, devices, num_steps=3):
+def run_steps(family, data, devices, num_steps=3, fsdp=1):
   """`num_steps` data-parallel steps over `devices` from the same init; one trace only.
   Also returns the step, to run it further without another compile."""
   state = family.init(jax.random.PRNGKey(0), data.train_batch(0))
   chex.clear_trace_counter()
-  step = parallel.train_step(chex.assert_max_traces(family.train_step, n=1), devices=devices)
-  rstate = parallel.replicate(state, devices)
+  step = parallel.train_step(chex.assert_max_traces(family.train_step, n=1), devices, fsdp)
+  rstate = parallel.replicate(state, devices, fsdp)
   for s in range(num_steps):
-    rstate, metrics = step(rstate, parallel.shard(data.train_batch(s), devices),
+    rstate, metrics = step(rstate, parallel.shard(data.train_batch(s), devices, fsdp),
                            jax.random.PRNGKey(s))
   return state, rstate, parallel.unreplicate(metrics), step
 
@@ -117,20 +117,45 @@ def test_init_train_eval_sample_shapes_and_finiteness(name, tmp_path):
   ckpt.close()
 
 
-@pytest.mark.parametrize('name', FAMILIES)
-def test_four_devices_match_one(name):
-  devices = cpu_devices(4)
-  config, data, family = build(name, no_dropout=True)
-  _, one, m1, _ = run_steps(family, data, devices[:1])
-  _, four, m4, _ = run_steps(family, data, devices)
+def assert_same_training(m1, one, m2, two):
   # Per-example noise comes from base.example_keys, so the split does not matter;
   # only the order of float sums differs. A parameter whose gradient is at
   # rounding level (a zero-initialised output bias) still gets an Adam step of
   # up to lr in either direction, so parameters agree to 5e-5 absolute: far
   # below the ~lr (1e-3) that a different draw of noise or batch would give.
-  chex.assert_trees_all_close(m1, m4, rtol=1e-4, atol=1e-5)
-  chex.assert_trees_all_close(parallel.unreplicate(one), parallel.unreplicate(four),
+  chex.assert_trees_all_close(m1, m2, rtol=1e-4, atol=1e-5)
+  chex.assert_trees_all_close(parallel.unreplicate(one), parallel.unreplicate(two),
                               rtol=1e-4, atol=5e-5)
+
+
+@pytest.mark.parametrize('name', FAMILIES)
+def test_four_devices_match_one(name):
+  """Four devices: data parallel, then as two groups of two that split the
+  state (mesh.fsdp=2); both train as one device does."""
+  devices = cpu_devices(4)
+  config, data, family = build(name, no_dropout=True)
+  _, one, m1, _ = run_steps(family, data, devices[:1])
+  _, four, m4, _ = run_steps(family, data, devices)
+  assert_same_training(m1, one, m4, four)
+  _, split, m22, _ = run_steps(family, data, devices, fsdp=2)
+  assert_same_training(m1, one, m22, split)
+  held = lambda r: parallel.state_bytes(r, devices[0])
+  assert held(split) < 0.6 * held(four), (held(split), held(four))
+
+
+@pytest.mark.parametrize('name', ['autoregressive', 'gan'])
+def test_fsdp_over_four_devices_holds_a_quarter_and_trains_as_one(name):
+  """mesh.fsdp=4 on four devices: one group, each device holding about a
+  quarter of the state (the leaves no axis of which 4 divides stay whole)."""
+  devices = cpu_devices(4)
+  config, data, family = build(name, no_dropout=True)
+  _, one, m1, _ = run_steps(family, data, devices[:1])
+  _, quarter, m4, _ = run_steps(family, data, devices, fsdp=4)
+  assert_same_training(m1, one, m4, quarter)
+  ratio = parallel.state_bytes(quarter, devices[0]) / parallel.state_bytes(one, devices[0])
+  assert 0.24 < ratio < 0.3, ratio
+  sizes = {x.addressable_shards[0].data.size / x.size for x in jax.tree_util.tree_leaves(quarter)}
+  assert sizes <= {0.25, 1.0} and 0.25 in sizes, sizes
 
 
 @pytest.mark.parametrize('name', FAMILIES)

@@ -2,12 +2,14 @@
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import chex
+import ml_collections
 import numpy as np
 import pytest
 
@@ -70,11 +72,11 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, m
   # SIGTERM (preemption): the loop checkpoints where it is and returns.
   real_shard, calls = parallel.shard, []
 
-  def shard_then_terminate(batch):  # runs in the loop's thread, once per step
+  def shard_then_terminate(batch, *args, **kwargs):  # runs in the loop's thread, once per step
     calls.append(1)
     if len(calls) == 2:
       os.kill(os.getpid(), signal.SIGTERM)
-    return real_shard(batch)
+    return real_shard(batch, *args, **kwargs)
 
   monkeypatch.setattr(parallel, 'shard', shard_then_terminate)
   out = train.train_and_evaluate(run.experiment(config, str(tmp_path / 'terminated')))
@@ -84,11 +86,11 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, m
   train_run(config, str(tmp_path / 'terminated'))
 
   # Ctrl-C between steps: saved where it is, then re-raised.
-  def shard_then_interrupt(batch):
+  def shard_then_interrupt(batch, *args, **kwargs):
     calls.append(1)
     if len(calls) == 2:
       raise KeyboardInterrupt
-    return real_shard(batch)
+    return real_shard(batch, *args, **kwargs)
 
   calls.clear()
   monkeypatch.setattr(parallel, 'shard', shard_then_interrupt)
@@ -112,8 +114,8 @@ def test_several_steps_per_call_equal_one_step_per_call(tmp_path, tiny_config, m
   calls = []
   real = parallel.train_steps
 
-  def counted(step_fn, devices=None):
-    fn = real(step_fn, devices)
+  def counted(step_fn, *args, **kwargs):
+    fn = real(step_fn, *args, **kwargs)
 
     def call(state, batches, key, steps):
       calls.append([int(s) for s in steps])
@@ -138,6 +140,31 @@ def test_several_steps_per_call_equal_one_step_per_call(tmp_path, tiny_config, m
   for a, b in zip(rows['one'], rows['three']):
     assert a['loss'] == b['loss']
   assert checkpoint.Checkpointer(str(tmp_path / 'three'), config).latest_step == 11
+
+
+def test_a_run_resumes_under_another_mesh_as_it_would_have_gone_on(tmp_path, tiny_config):
+  """A checkpoint of the data-parallel run on 4 devices resumes with the state
+  split over groups of 2 and over one group of 4 (mesh.fsdp), and ends where
+  the uninterrupted run ends: checkpoints hold the whole state."""
+  config = tiny_config('digits')
+  train_run(config, str(tmp_path / 'straight'))
+  half = ml_collections.ConfigDict(config.to_dict())
+  half.train.num_steps = 3
+  train_run(half, str(tmp_path / 'half'))
+  ends = {}
+  for fsdp in (2, 4):
+    shutil.copytree(tmp_path / 'half', tmp_path / f'fsdp{fsdp}')
+    config.mesh.fsdp = fsdp
+    ex = run.experiment(config, str(tmp_path / f'fsdp{fsdp}'))
+    assert ex.step == 3
+    ends[fsdp] = train.train_and_evaluate(ex).state.params
+    assert ex.checkpointer.latest_step == 6
+  straight = params_of(str(tmp_path / 'straight'), config)
+  for fsdp, params in ends.items():  # float sums in another order only (test_contract)
+    chex.assert_trees_all_close(params, straight, rtol=1e-4, atol=5e-5)
+  config.mesh.fsdp = 3
+  with pytest.raises(ConfigError, match='mesh.fsdp=3 must divide the 4 devices'):
+    run.experiment(config, str(tmp_path / 'bad'))
 
 
 def test_diverging_loss_stops_with_advice_and_saves_nothing_bad(tmp_path, tiny_config):
