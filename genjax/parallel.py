@@ -236,11 +236,17 @@ def _mapped(per_device, m, specs, donate):
     return jax.lax.with_sharding_constraint(out, replicated)
 
   fn = jax.jit(run, donate_argnums=(0,) if donate else ())
+  last = [None]  # the state this wrapper gave back last: placed already
 
   def call(*args):
-    return fn(*(_place(a, _state_shardings(a, m)) if k == 'state'
-                else _place(a, _sharding(m, placed[k]), local=k != 'replicated')
-                for a, k in zip(args, specs)))
+    state, *rest = args
+    if state is not last[0]:  # a step's own output skips the per-leaf checks
+      state = _place(state, _state_shardings(state, m))
+    out = fn(state, *(_place(a, _sharding(m, placed[k]), local=k != 'replicated')
+                      for a, k in zip(rest, specs[1:])))
+    if donate:  # (an eval's state is not held here: it may be dropped after)
+      last[0] = out[0]
+    return out
 
   return call
 
