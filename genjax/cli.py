@@ -24,6 +24,7 @@ import difflib
 import functools
 import os
 import re
+import shlex
 import signal
 import sys
 
@@ -43,7 +44,7 @@ _OURS = ('config', 'workdir', 'mode', 'split', 'sweep', 'distributed', 'coordina
 def main(argv=None, default_config=DEFAULT_CONFIG):
   """The console script `genjax`, `python -m genjax` and launch.py."""
   argv = list(sys.argv if argv is None else argv)
-  command = ' '.join([_prog(argv[0])] + argv[1:])
+  command = ' '.join([_prog(argv[0])] + [shlex.quote(a) for a in argv[1:]])  # for a shell
   sys.argv = argv  # config_flags reads the --config.* overrides from sys.argv
   if getattr(sys.modules.get('__main__'), '__doc__', None) is None:
     sys.modules['__main__'].__doc__ = __doc__  # what --help prints
