@@ -135,7 +135,7 @@ def get_config(arg='digits'):
     c.families.block_diffusion = _entry('pysrc_blocks', family='masked_diffusion')
   if smoke:
     c.budget_flops = 0.0  # each family's ',smoke' steps (the FLOPs are still counted)
-    c.quality.num_samples = 16
+    c.quality.num_samples = 8
     c.quality.bootstrap = 20
     c.quality.classifier.steps = 20  # a classifier that only checks the pipeline
     c.cost.ddim_steps = (2,)
