@@ -60,6 +60,10 @@ def base(family, data_name, *, batch_size, num_steps, eval_split='validation'):
   # Not for convnets on a CPU: XLA:CPU runs convolutions in a loop on a slow path
   # (bench/README.md, "Several steps per device call").
   c.train.steps_per_call = 1
+  # K > 1: each device's batch runs as K microbatches, one after another, whose
+  # gradients are averaged before one update (gradient accumulation): the update of
+  # the whole batch in the activation memory of a K-th of it. K must divide it.
+  c.train.microbatches = 1
   # True: a step whose update is not finite keeps the previous state; the logged
   # 'skipped_updates' counts them. False: a non-finite loss stops the run.
   c.train.skip_nonfinite_updates = False

@@ -14,8 +14,8 @@ from genjax.errors import ConfigError
 # Sizes and counts that must be positive integers, wherever a config has them.
 POSITIVE = (
     'data.batch_size', 'data.eval_batch_size', 'data.seq_len', 'train.num_steps',
-    'train.log_every', 'train.stop_check_every', 'train.steps_per_call', 'model.width',
-    'model.num_layers', 'model.num_heads', 'model.mlp_ratio', 'model.hidden',
+    'train.log_every', 'train.stop_check_every', 'train.steps_per_call', 'train.microbatches',
+    'model.width', 'model.num_layers', 'model.num_heads', 'model.mlp_ratio', 'model.hidden',
     'model.latent_dim', 'model.channels')
 NON_NEGATIVE = ('train.checkpoint_every', 'train.max_seconds', 'sample.num_samples',
                 'sample.top_k', 'optim.lr', 'optim.warmup_steps', 'optim.weight_decay',
@@ -110,9 +110,14 @@ def data_problems(config, info, num_devices=1):
   if info.modality not in family.MODALITIES:
     return [f'data.name={info.name!r} holds {info.modality}; the {name} family models '
             f'{" or ".join(family.MODALITIES)}']
+  found = []
+  k, batch = get(config, 'train.microbatches'), get(config, 'data.batch_size')
+  if is_number(k) and is_number(batch) and k > 1 and (batch // num_devices) % k:
+    found.append(f'train.microbatches={k} must divide the per-device batch of '
+                 f'{batch // num_devices} (data.batch_size={batch} over {num_devices} device(s))')
   if hasattr(family, 'data_problems'):
-    return family.data_problems(config, info, num_devices)
-  return []
+    found += family.data_problems(config, info, num_devices)
+  return found
 
 
 def check_data(config, info, num_devices=1):

@@ -125,6 +125,12 @@ def test_every_shipped_config_fits_its_dataset(family):
     ('gan:digits', {'gan.n_critic': 3}, info('digits'),
      'data.batch_size=64 over 1 device(s) is 64 per device, which must be a multiple of '
      'gan.n_critic * model.pack = 3'),
+    ('gan:digits', {'gan.n_critic': 8, 'train.microbatches': 16}, info('digits'),
+     'is 64 per device, which must be a multiple of gan.n_critic * model.pack * '
+     'train.microbatches = 128'),
+    ('vae:digits', {'train.microbatches': 3}, info('digits'),
+     'train.microbatches=3 must divide the per-device batch of 64 (data.batch_size=64 over 1 '
+     'device(s))'),
 ])
 def test_a_config_that_does_not_fit_its_data_is_named(name, overrides, data, says):
   c = config(name)

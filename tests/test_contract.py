@@ -130,8 +130,10 @@ def assert_same_training(m1, one, m2, two):
 
 @pytest.mark.parametrize('name', FAMILIES)
 def test_four_devices_match_one(name):
-  """Four devices: data parallel, then as two groups of two that split the
-  state (mesh.fsdp=2); both train as one device does."""
+  """The batch split four ways trains as one device does: over four devices
+  (data parallel), over two groups of two that split the state (mesh.fsdp=2),
+  and on one device as four microbatches whose gradients are accumulated
+  (train.microbatches=4)."""
   devices = cpu_devices(4)
   config, data, family = build(name, no_dropout=True)
   _, one, m1, _ = run_steps(family, data, devices[:1])
@@ -141,6 +143,9 @@ def test_four_devices_match_one(name):
   assert_same_training(m1, one, m22, split)
   held = lambda r: parallel.state_bytes(r, devices[0])
   assert held(split) < 0.6 * held(four), (held(split), held(four))
+  config.train.microbatches = 4
+  _, accumulated, m_acc, _ = run_steps(families.build(config, data.info), data, devices[:1])
+  assert_same_training(m1, one, m_acc, accumulated)
 
 
 @pytest.mark.parametrize('name', ['autoregressive', 'gan'])

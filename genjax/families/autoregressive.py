@@ -145,10 +145,11 @@ def build(config, info):
     return base.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   def train_step(state, batch, rng):
-    tokens = batch_tokens(batch, info)
-    loss_fn = lambda p: token_nll(model, p, tokens, num_outputs, base.device_key(rng),
-                                  train=True).mean()
-    params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
+    loss_fn = lambda p, b: token_nll(model, p, b['tokens'], num_outputs, base.device_key(rng),
+                                     train=True).mean()
+    params, opt_state, metrics, _ = base.update(
+        loss_fn, state.params, state.opt_state, tx, batch={'tokens': batch_tokens(batch, info)},
+        microbatches=base.microbatches(config))
     metrics['lr'] = schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

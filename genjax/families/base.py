@@ -24,6 +24,9 @@ and the evaluators (`genjax.evals`) call them without knowing which family it is
       `device_key(rng)` for what is drawn per device (Flax dropout).
       `metrics` is a flat dict of scalars, identical on all devices. A GAN
       runs its discriminator and generator updates inside this one call.
+      Gradient accumulation (config.train.microbatches, `microbatches`): the
+      family hands `update` its loss as a function of (params, batch) and the
+      batch, with whatever per-example draws it made outside the loss.
 
   eval_step(state, batch, rng) -> sums
       Per-device and pure. `batch['mask']` (B,) marks real examples (the last
@@ -71,6 +74,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from genjax.errors import ConfigError
 
 LIKELIHOODS = ('exact', 'bound', 'none')
 # The mesh axis that genjax.parallel splits batches over; steps reduce over it.
@@ -132,16 +137,26 @@ def device_index():
     return 0
 
 
+# (index, count) of the microbatch whose loss `update` is tracing, or None.
+_microbatch = [None]
+
+
 def device_key(rng):
-  """A key distinct per device (for randomness drawn per device, like dropout)."""
-  return jax.random.fold_in(rng, device_index())
+  """A key distinct per device (for randomness drawn per device, like dropout),
+  and per microbatch inside `update(..., microbatches=K)` with K > 1."""
+  key = jax.random.fold_in(rng, device_index())
+  if _microbatch[0] is not None:
+    key = jax.random.fold_in(key, _microbatch[0][0])
+  return key
 
 
 def example_keys(rng, batch_size):
   """(B,) keys, one per example of this device's batch, folded with the
   example's index in the global batch: the draws do not depend on how the
-  batch is split over devices."""
-  first = device_index() * batch_size
+  batch is split over devices, nor into microbatches (inside a loss that
+  `update` splits, `batch_size` is the microbatch's)."""
+  index, count = _microbatch[0] or (0, 1)
+  first = (device_index() * count + index) * batch_size
   return jax.vmap(lambda i: jax.random.fold_in(rng, i))(first + jnp.arange(batch_size))
 
 
@@ -151,7 +166,8 @@ def pmean(tree):
   return jax.lax.pmean(tree, DATA_AXIS)
 
 
-def update(loss_fn, params, opt_state, tx, *, has_aux=False, prefix=''):
+def update(loss_fn, params, opt_state, tx, *, batch=None, microbatches=1, has_aux=False,
+           prefix=''):
   """One optimizer step on the gradient averaged over devices.
 
   `loss_fn(params)` returns the loss, or `(loss, aux)` with `has_aux`; aux is
@@ -159,8 +175,23 @@ def update(loss_fn, params, opt_state, tx, *, has_aux=False, prefix=''):
   back identical on every device. Returns `(params, opt_state, metrics, aux)`
   with metrics `{prefix}loss`, `{prefix}grad_norm`, `{prefix}param_norm` and
   `{prefix}update_norm`.
+
+  With `batch` (a pytree of arrays that share their first axis) the loss is
+  `loss_fn(params, batch)`, and `microbatches=K` splits the batch into K
+  consecutive parts, runs them one after another in a `lax.scan` and averages
+  their gradients, losses and aux before the one update (gradient
+  accumulation: the memory of one part, the update of the whole batch). That
+  equals the whole batch's update when the loss is a mean over its examples
+  and each example's randomness comes from `example_keys` or travels in the
+  batch; `device_key` gives each part its own key (dropout).
   """
-  out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
+  if batch is None:
+    value_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
+    out, grads = value_and_grad(params)
+  elif microbatches == 1:
+    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, batch)
+  else:
+    out, grads = _accumulate(loss_fn, params, batch, microbatches, has_aux)
   loss, aux = out if has_aux else (out, None)
   grads, loss, aux = pmean((grads, loss, aux))
   updates, opt_state = tx.update(grads, opt_state, params)
@@ -169,6 +200,38 @@ def update(loss_fn, params, opt_state, tx, *, has_aux=False, prefix=''):
              f'{prefix}param_norm': optax.global_norm(params),
              f'{prefix}update_norm': optax.global_norm(updates)}
   return params, opt_state, metrics, aux
+
+
+def microbatches(config):
+  """config.train.microbatches, 1 where a config has none."""
+  return int(config.train.get('microbatches', 1))
+
+
+def _accumulate(loss_fn, params, batch, k, has_aux):
+  """((loss[, aux]), grads) of `loss_fn`, averaged over k parts of `batch`."""
+  sizes = sorted({x.shape[0] for x in jax.tree_util.tree_leaves(batch)})
+  if len(sizes) != 1:
+    raise ValueError(f'the leaves of a microbatched batch differ in length: {sizes}')
+  if k < 1 or sizes[0] % k:
+    raise ConfigError(f'train.microbatches={k} must divide the per-device batch of '
+                      f'{sizes[0]} examples')
+  parts = jax.tree_util.tree_map(lambda x: x.reshape((k, x.shape[0] // k) + x.shape[1:]), batch)
+
+  def one(total, xs):
+    index, part = xs
+    _microbatch[0] = (index, k)
+    try:
+      out = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, part)
+    finally:
+      _microbatch[0] = None
+    return jax.tree_util.tree_map(jnp.add, total, out), None
+
+  zeros = jax.tree_util.tree_map(
+      lambda s: jnp.zeros(s.shape, s.dtype),
+      jax.eval_shape(lambda p, b: jax.value_and_grad(loss_fn, has_aux=has_aux)(p, b), params,
+                     jax.tree_util.tree_map(lambda x: x[0], parts)))
+  total, _ = jax.lax.scan(one, zeros, (jnp.arange(k), parts))
+  return jax.tree_util.tree_map(lambda x: x / k, total)
 
 
 def skip_nonfinite(train_step, finite=('loss',)):

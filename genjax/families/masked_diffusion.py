@@ -263,9 +263,10 @@ def build(config, info):
     index = base.device_index() * B + jnp.arange(B)
     t = train_times(k_t, index, B * _num_devices())
 
-    def loss_fn(params):
+    def loss_fn(params, b):
+      x, t = b['x'], b['t']
       fn = denoiser(params, x, base.device_key(rng), train=True)
-      keys = base.example_keys(k_mask, B)
+      keys = base.example_keys(k_mask, x.shape[0])
       if K < T:  # the any-order form: unbiased, weights at most K (model.loss not used)
         per = block_nelbo(fn, x, keys, K, mask_id, num_outputs)
       elif config.model.loss == 'elbo':
@@ -274,7 +275,9 @@ def build(config, info):
         per = masked_mean_loss(fn, x, t, keys, mask_id, num_outputs)
       return per.mean() / x.shape[1]
 
-    params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
+    params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx,
+                                                batch={'x': x, 't': t},
+                                                microbatches=base.microbatches(config))
     metrics['lr'] = schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -193,9 +193,13 @@ def build(config, info):
     if label is not None:  # drop labels: one network is conditional and unconditional
       drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), d.p_uncond))(keys)
       label = jnp.where(drop, null, label)
-    loss_fn = lambda p: losses.train_loss(apply, sched, proposal, p, x0, label, keys, index, total,
-                                          rng, kind=d.loss, hybrid_weight=d.hybrid_weight)
-    params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
+    loss_fn = lambda p, b: losses.train_loss(
+        apply, sched, proposal, p, b['x0'], b['label'], b['keys'], b['index'], total, rng,
+        kind=d.loss, hybrid_weight=d.hybrid_weight)
+    params, opt_state, metrics, _ = base.update(
+        loss_fn, state.params, state.opt_state, tx,
+        batch=dict(x0=x0, label=label, keys=keys, index=index),
+        microbatches=base.microbatches(config))
     ema_params = base.ema(state.ema_params, params, d.ema_decay, state.step)
     metrics['lr'] = lr_schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,

@@ -107,8 +107,11 @@ def build(config, info):
     return base.TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
   def train_step(state, batch, rng):
-    loss_fn = lambda p: nll(p, batch, rng).mean() / D  # nats per dimension
-    params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
+    loss_fn = lambda p, b: nll(p, b, rng).mean() / D  # nats per dimension
+    data_key = 'image' if is_image else 'x'
+    params, opt_state, metrics, _ = base.update(
+        loss_fn, state.params, state.opt_state, tx, batch={data_key: batch[data_key]},
+        microbatches=base.microbatches(config))
     metrics['bpd'] = metrics['loss'] / np.log(2)
     metrics['lr'] = schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

@@ -95,13 +95,15 @@ def build(config, info):
     if label is not None:  # drop labels: one network is conditional and unconditional
       drop = jax.vmap(lambda k: jax.random.bernoulli(jax.random.fold_in(k, 2), fm.p_uncond))(keys)
       label = jnp.where(drop, null, label)
-    dropout_rng = base.device_key(jax.random.fold_in(rng, 1))
 
-    def loss_fn(params):
-      v = lambda x, t_B: model.velocity(net, params, x, t_B, label, True, dropout_rng)
-      return paths.cfm_loss(v, fm.path, x1, t, x0)
+    def loss_fn(params, b):
+      dropout_rng = base.device_key(jax.random.fold_in(rng, 1))
+      v = lambda x, t_B: model.velocity(net, params, x, t_B, b['label'], True, dropout_rng)
+      return paths.cfm_loss(v, fm.path, b['x1'], b['t'], b['x0'])
 
-    params, opt_state, metrics, _ = base.update(loss_fn, state.params, state.opt_state, tx)
+    params, opt_state, metrics, _ = base.update(
+        loss_fn, state.params, state.opt_state, tx, batch=dict(x1=x1, t=t, x0=x0, label=label),
+        microbatches=base.microbatches(config))
     ema_params = base.ema(state.ema_params, params, fm.ema_decay, state.step)
     metrics['lr'] = lr_schedule(state.step)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,

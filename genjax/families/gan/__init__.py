@@ -40,10 +40,14 @@ def data_problems(config, info, num_devices=1):
   del info
   out = []
   group = (config.gan.get('n_critic') or 1) * (config.model.get('pack') or 1)
+  names = 'gan.n_critic * model.pack'
+  if base.microbatches(config) > 1:  # each critic step's examples, in microbatches of packs
+    group *= base.microbatches(config)
+    names += ' * train.microbatches'
   batch = config.data.batch_size
   if isinstance(batch, int) and batch % num_devices == 0 and (batch // num_devices) % group:
     out.append(f'data.batch_size={batch} over {num_devices} device(s) is {batch // num_devices} '
-               f'per device, which must be a multiple of gan.n_critic * model.pack = {group}')
+               f'per device, which must be a multiple of {names} = {group}')
   pack, eval_batch = config.model.get('pack') or 1, config.data.eval_batch_size
   if isinstance(eval_batch, int) and eval_batch % num_devices == 0 \
       and (eval_batch // num_devices) % pack:
@@ -109,6 +113,7 @@ class Steps:
     self.cond = bool(config.model.conditional)
     g = config.gan
     self.kind, self.n_critic = g.loss, g.n_critic
+    self.microbatches = base.microbatches(config)
     self.gp_weight, self.r1_weight, self.ema = g.gp_weight, g.r1_weight, g.ema
     losses._check(self.kind)  # pylint: disable=protected-access
 
@@ -141,9 +146,9 @@ class Steps:
     fake = jax.lax.stop_gradient(fake)
     eps = per_example(k_eps, lambda k: jax.random.uniform(k, ()), real.shape[0] // self.pack)
 
-    def loss_fn(d_params):
-      d_fn = lambda x: self.disc.apply({'params': d_params}, x, label if self.cond else None)
-      real_p, fake_p = networks.pack(real, self.pack), networks.pack(fake, self.pack)
+    def loss_fn(d_params, b):
+      d_fn = lambda x: self.disc.apply({'params': d_params}, x, b['label'])
+      real_p, fake_p, eps = b['real'], b['fake'], b['eps']
       l_real, l_fake = d_fn(real_p), d_fn(fake_p)
       loss = losses.d_loss(self.kind, l_real, l_fake)
       aux = {'d_real': jnp.mean(l_real), 'd_fake': jnp.mean(l_fake)}
@@ -155,29 +160,36 @@ class Steps:
         loss = loss + 0.5 * self.r1_weight * aux['r1']
       return loss, aux
 
+    # Microbatches of whole packs (a conditional D has pack 1: one label a pack).
+    parts = dict(real=networks.pack(real, self.pack), fake=networks.pack(fake, self.pack),
+                 eps=eps, label=label if self.cond else None)
     d_params, d_opt, metrics, aux = base.update(loss_fn, state.d_params, state.d_opt_state,
-                                                self.d_tx, has_aux=True, prefix='d_')
+                                                self.d_tx, batch=parts,
+                                                microbatches=self.microbatches, has_aux=True,
+                                                prefix='d_')
     return state.replace(d_params=d_params, d_opt_state=d_opt), {**metrics, **aux}
 
   def g_step(self, state, n, label, rng):
     """One G update on n fresh fakes against the current D; D is not touched."""
     z = self._z(rng, n)
 
-    def loss_fn(g_params):
-      return losses.g_loss(self.kind, self.discriminate(state.d_params,
-                                                        self.generate(g_params, z, label), label))
+    def loss_fn(g_params, b):
+      fake = self.generate(g_params, b['z'], b['label'])
+      return losses.g_loss(self.kind, self.discriminate(state.d_params, fake, b['label']))
 
-    g_params, g_opt, metrics, _ = base.update(loss_fn, state.g_params, state.g_opt_state,
-                                              self.g_tx, prefix='g_')
+    g_params, g_opt, metrics, _ = base.update(
+        loss_fn, state.g_params, state.g_opt_state, self.g_tx,
+        batch=dict(z=z, label=label if self.cond else None), microbatches=self.microbatches,
+        prefix='g_')
     g_ema = base.ema(state.g_ema, g_params, self.ema, state.step)
     return state.replace(g_params=g_params, g_opt_state=g_opt, g_ema=g_ema), metrics
 
   def train_step(self, state, batch, rng):
     x = to_model(batch, self.info, self.scale)
     B, n = x.shape[0], self.n_critic
-    if B % (n * self.pack):
+    if B % (n * self.pack * self.microbatches):
       raise ConfigError(f'the per-device batch ({B}) must be a multiple of gan.n_critic * '
-                       f'model.pack = {n * self.pack}')
+                       f'model.pack * train.microbatches = {n * self.pack * self.microbatches}')
     label = batch['label'] if self.cond else jnp.zeros((B,), jnp.int32)
     # D step i reads examples i, i+n, i+2n, ...: the same examples whatever the device count.
     real_NxC = x.reshape((B // n, n) + x.shape[1:]).swapaxes(0, 1)

@@ -125,12 +125,17 @@ def build(config, info):
     warm = jnp.minimum(1.0, (state.step + 1) / max(m.kl_warmup_steps, 1))
     beta = m.beta * warm
 
-    def loss_fn(params):
-      loss, recon, kl = objective.per_example_loss(model, params, x, rng, beta, m.train_k)
-      mean = lambda v: (v * weight).sum() / count
+    k = base.microbatches(config)
+
+    def loss_fn(params, b):
+      loss, recon, kl = objective.per_example_loss(model, params, b['x'], rng, beta, m.train_k)
+      # A microbatch's sums over its share of the count: their mean over the
+      # k microbatches is the batch's.
+      mean = lambda v: (v * b['weight']).sum() * k / count
       return mean(loss), {'recon': mean(recon), 'kl': mean(kl), 'elbo': -mean(recon + kl)}
 
     params, opt_state, metrics, aux = base.update(loss_fn, state.params, state.opt_state, tx,
+                                                  batch=dict(x=x, weight=weight), microbatches=k,
                                                   has_aux=True)
     metrics.update(aux, lr=schedule(state.step), beta=beta)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
