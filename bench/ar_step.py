@@ -3,11 +3,14 @@ PyTorch GPT of the same architecture timed in the same script.
 
   python bench/ar_step.py --torch             # nanoGPT's CPU setting: 4 layers, 4 heads,
                                               # width 128, block 64, batch 12
-  python bench/ar_step.py --size=baby --torch # 6 layers, 6 heads, width 384, block 256, batch 64
-  python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch --compile   # GPT-2 small, for a GPU
-  python bench/ar_step.py --smoke             # one tiny step: checks the script runs (the suite does)
-  python bench/ar_step.py --steps_per_call=10 # also time 10 steps per device call (train.steps_per_call)
+  python bench/ar_step.py --torch --steps_per_call=10   # also 10 steps per device call
+                                                        # (train.steps_per_call)
+  python bench/ar_step.py --size=baby --torch --steps_per_call=2
+                                              # 6 layers, 6 heads, width 384, block 256, batch 64
+  python bench/ar_step.py --size=gpt2 --dtype=bfloat16 --torch --compile --steps_per_call=10
+                                              # GPT-2 small, for a GPU
   python bench/ar_step.py --torch --system_malloc   # genjax under the C library's default allocator
+  python bench/ar_step.py --smoke             # one tiny step: checks the script runs (the suite does)
 
 `--torch` needs the benchmark-only extras (`pip install -r requirements-bench.txt`);
 without them the PyTorch column says so and the rest still runs.

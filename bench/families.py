@@ -3,8 +3,9 @@ the compile time of its train step and of its sampler.
 
   python bench/families.py                 # the five defaults, one after another
   python bench/families.py --smoke         # the VAE's smoke config: checks the script runs
-  python bench/families.py --configs=gan:ring8,flow:moons,vae:toy2d,diffusion:ring8 --steps_per_call=10
-                                           # toy configs, also at 10 steps per device call
+  python bench/families.py --configs=gan:ring8,flow:moons,vae:toy2d,diffusion:ring8,vae:digits --steps_per_call=10 --steps=50
+                                           # toy configs and the digits VAE, also at 10 steps
+                                           # per device call
   python bench/families.py --against_pmap  # the trainer's step against the same step on
                                            # jax.pmap (bench/pmap_reference.py), interleaved
 

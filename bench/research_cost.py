@@ -2,8 +2,7 @@
 family's config, its train step counted on its jaxpr (genjax.flops) at the
 dataset's real shapes, times its steps; then hours at a sustained rate.
 
-  python bench/research_cost.py                  # at 200 TFLOP/s sustained
-  python bench/research_cost.py --tflops=400     # another sustained rate
+  python bench/research_cost.py                  # at 200 TFLOP/s sustained (--tflops: another rate)
   python bench/research_cost.py --smoke          # the ,smoke configs: checks the script runs
 
 No dataset is read: the step is traced on zeros of the real shapes (MNIST
