@@ -46,6 +46,7 @@ def network_config():
   m.num_layers = 4
   m.num_heads = 4
   m.mlp_ratio = 4
+  m.dtype = 'float32'  # compute dtype ('bfloat16': mixed precision); params stay float32
   return m
 
 

@@ -35,6 +35,9 @@ def get_config(arg='digits'):
   c.model.num_blocks = 1  # images: residual blocks per conditioner
   c.model.depth = 2  # points: hidden layers per conditioner MLP
   c.model.alpha = 0.05  # images: logit preprocessing (0 = none)
+  # Compute dtype of the coupling conditioners ('bfloat16': mixed precision); the
+  # couplings, ActNorm, invertible maps and log-determinants stay float32.
+  c.model.dtype = 'float32'
 
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 100

@@ -39,6 +39,7 @@ def get_config(arg='digits'):
   c.model.conditional = False  # labels into G, a projection D
   c.model.pack = 1  # PacGAN: D judges this many samples at once
   c.model.data_scale = 1.0  # points: the networks see x / data_scale
+  c.model.dtype = 'float32'  # compute dtype ('bfloat16': mixed precision); params stay float32
 
   c.gan = ml_collections.ConfigDict()
   c.gan.loss = 'nonsaturating'  # 'minimax' | 'nonsaturating' | 'hinge' | 'wgan_gp'

@@ -37,6 +37,7 @@ def get_config(arg='digits'):
   c.model.hidden = 256
   c.model.num_layers = 2
   c.model.dropout = 0.0
+  c.model.dtype = 'float32'  # compute dtype ('bfloat16': mixed precision); params stay float32
   c.model.beta = 1.0  # weight of the KL (beta-VAE)
   c.model.kl_warmup_steps = 200  # beta rises linearly from 0
   c.model.train_k = 4  # 1: the ELBO; > 1: the IWAE bound with that many samples

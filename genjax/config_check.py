@@ -17,6 +17,7 @@ POSITIVE = (
     'train.log_every', 'train.stop_check_every', 'train.steps_per_call', 'train.microbatches',
     'model.width', 'model.num_layers', 'model.num_heads', 'model.mlp_ratio', 'model.hidden',
     'model.latent_dim', 'model.channels')
+DTYPES = ('float32', 'bfloat16')
 NON_NEGATIVE = ('train.checkpoint_every', 'train.max_seconds', 'sample.num_samples',
                 'sample.top_k', 'optim.lr', 'optim.warmup_steps', 'optim.weight_decay',
                 'model.dropout')
@@ -68,6 +69,10 @@ def problems(config):
     step_range(get(config, 'train.profile_steps'))
   except ValueError as e:
     out.append(str(e))
+  dtype = get(config, 'model.dtype')
+  if dtype is not None and dtype not in DTYPES:
+    out.append(f'model.dtype={dtype!r}: {" or ".join(map(repr, DTYPES))} (the computation\'s; '
+               'parameters stay float32)')
   mode = get(config, 'log.wandb_mode')
   if mode not in (None, '', 'online', 'offline', 'disabled'):
     out.append(f"log.wandb_mode={mode!r}: 'online', 'offline', 'disabled' or '' ($WANDB_MODE)")

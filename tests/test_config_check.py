@@ -45,6 +45,7 @@ def test_every_shipped_config_passes(family):
     ('masked_diffusion:pysrc', 'model.block_size', 5, 'model.block_size=5: must divide '
                                                      'data.seq_len=64 (0 = one block)'),
     ('masked_diffusion:pysrc', 'model.block_size', -4, 'model.block_size=-4: must be >= 0'),
+    ('gan:digits', 'model.dtype', 'bf16', "model.dtype='bf16': 'float32' or 'bfloat16'"),
 ])
 def test_a_bad_value_is_named_with_what_is_allowed(name, field, value, says):
   c = config(name)

@@ -92,14 +92,15 @@ def make_network(config, info):
   levels = info.num_levels if m.target == 'lattice' else 0
   if m.target == 'lattice' and info.modality != 'image':
     raise ConfigError("model.target='lattice' needs images; use 'eps', 'x0' or 'v' for points")
+  dtype = jnp.dtype(m.get('dtype', 'float32'))
   if m.net == 'unet':
     return networks.UNet(m.channels, tuple(m.channel_mult), m.num_res_blocks,
-                         tuple(m.attn_resolutions), m.dropout, num_classes, levels)
+                         tuple(m.attn_resolutions), m.dropout, num_classes, levels, dtype)
   if m.net == 'dit':
     return networks.DiT(m.patch, m.width, m.num_layers, m.num_heads, m.mlp_ratio, m.dropout,
-                        num_classes, levels)
+                        num_classes, levels, dtype)
   if m.net == 'mlp':
-    return networks.MLP(m.width, m.num_layers, num_classes)
+    return networks.MLP(m.width, m.num_layers, num_classes, dtype)
   raise ConfigError(f"model.net must be 'unet', 'dit' or 'mlp', got {m.net!r}")
 
 

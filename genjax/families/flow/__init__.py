@@ -46,11 +46,12 @@ def data_problems(config, info, num_devices=1):
 
 
 def make_model(m, info):
+  dtype = jnp.dtype(m.get('dtype', 'float32'))
   if info.modality == 'image':
     return ImageFlow(shape=tuple(info.shape), levels=m.levels, steps=m.steps,
                      checkerboard_steps=m.checkerboard_steps, hidden=m.hidden,
-                     num_blocks=m.num_blocks, alpha=m.alpha)
-  return VectorFlow(steps=m.steps, hidden=m.hidden, depth=m.depth)  # points
+                     num_blocks=m.num_blocks, alpha=m.alpha, dtype=dtype)
+  return VectorFlow(steps=m.steps, hidden=m.hidden, depth=m.depth, dtype=dtype)  # points
 
 
 def complete_by_ascent(forward, rng, images, known_mask, num_levels, steps=200, lr=0.05):

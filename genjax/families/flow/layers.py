@@ -5,7 +5,7 @@ Images are (B, H, W, C); vectors (B, D) are treated as (B, C=D) with no
 spatial axes, so ActNorm, the coupling's half split and the LU linear map
 work on both.
 """
-from typing import Callable
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -181,19 +181,24 @@ class Logit(FlowLayer):
 
 
 class ConvNet(nn.Module):
-  """Conditioner for image couplings: conv 3x3, residual blocks, zero-init conv 3x3."""
+  """Conditioner for image couplings: conv 3x3, residual blocks, zero-init conv 3x3.
+  Computes in `dtype` (bfloat16: mixed precision) and returns float32, so that
+  the coupling's scale, shift and log-determinant are float32."""
   out_channels: int
   hidden: int
   num_blocks: int = 1
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    h = nn.relu(nn.Conv(self.hidden, (3, 3))(x))
+    d = self.dtype
+    h = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=d)(x))
     for _ in range(self.num_blocks):
-      r = nn.relu(nn.Conv(self.hidden, (3, 3))(h))
-      h = h + nn.Conv(self.hidden, (1, 1))(r)
+      r = nn.relu(nn.Conv(self.hidden, (3, 3), dtype=d)(h))
+      h = h + nn.Conv(self.hidden, (1, 1), dtype=d)(r)
       h = nn.relu(h)
-    return nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros)(h)
+    out = nn.Conv(self.out_channels, (3, 3), kernel_init=nn.initializers.zeros, dtype=d)(h)
+    return out.astype(jnp.float32)
 
 
 class MLP(nn.Module):
@@ -201,9 +206,11 @@ class MLP(nn.Module):
   out_features: int
   hidden: int
   depth: int = 2
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
     for _ in range(self.depth):
-      x = nn.relu(nn.Dense(self.hidden)(x))
-    return nn.Dense(self.out_features, kernel_init=nn.initializers.zeros)(x)
+      x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype)(x))
+    out = nn.Dense(self.out_features, kernel_init=nn.initializers.zeros, dtype=self.dtype)(x)
+    return out.astype(jnp.float32)

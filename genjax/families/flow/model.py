@@ -3,7 +3,7 @@ a vector flow. Both map x -> (z (B, D) flat, log_det (B,)) with `forward` and
 back with `inverse`; the base is a standard normal on z.
 """
 import functools
-from typing import Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -50,9 +50,11 @@ class ImageFlow(nn.Module):
   hidden: int = 64
   num_blocks: int = 1
   alpha: float = 0.05
+  dtype: Any = jnp.float32  # the conditioners' computation
 
   def setup(self):
-    net = functools.partial(layers.ConvNet, hidden=self.hidden, num_blocks=self.num_blocks)
+    net = functools.partial(layers.ConvNet, hidden=self.hidden, num_blocks=self.num_blocks,
+                            dtype=self.dtype)
     first = [layers.Logit(self.alpha)] if self.alpha > 0 else []
     for k in range(self.checkerboard_steps):
       first += [layers.ActNorm(), layers.AffineCoupling('checkerboard', k % 2, net)]
@@ -104,9 +106,10 @@ class VectorFlow(nn.Module):
   hidden: int = 128
   depth: int = 2
   permutation: str = 'reverse'
+  dtype: Any = jnp.float32  # the conditioners' computation
 
   def setup(self):
-    net = functools.partial(layers.MLP, hidden=self.hidden, depth=self.depth)
+    net = functools.partial(layers.MLP, hidden=self.hidden, depth=self.depth, dtype=self.dtype)
     self.flow = Sequence(tuple(
         layer for k in range(self.steps) for layer in (
             layers.ActNorm(), layers.AffineCoupling('channel', 0, net),

@@ -20,14 +20,15 @@ TIME_SCALE = 1000.0
 
 def make_network(m, info):
   num_classes = info.num_classes if m.conditional else 0
+  dtype = jnp.dtype(m.get('dtype', 'float32'))
   if m.net == 'unet':
     return networks.UNet(m.channels, tuple(m.channel_mult), m.num_res_blocks,
-                         tuple(m.attn_resolutions), m.dropout, num_classes)
+                         tuple(m.attn_resolutions), m.dropout, num_classes, dtype=dtype)
   if m.net == 'dit':
     return networks.DiT(m.patch, m.width, m.num_layers, m.num_heads, m.mlp_ratio, m.dropout,
-                        num_classes)
+                        num_classes, dtype=dtype)
   if m.net == 'mlp':
-    return networks.MLP(m.width, m.num_layers, num_classes)
+    return networks.MLP(m.width, m.num_layers, num_classes, dtype=dtype)
   raise ConfigError(f"model.net must be 'unet', 'dit' or 'mlp', got {m.net!r}")
 
 

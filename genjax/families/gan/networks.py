@@ -8,7 +8,11 @@ once, concatenated (points: features; images: channels), so a generator that
 puts several samples on one mode is visibly less diverse than real data.
 Conditioning: labels are one-hot inputs of the generator; the discriminator
 is a projection discriminator (Miyato & Koyama 2018): logit = psi(h) + <embed(y), h>.
+`dtype` is the computation's (bfloat16 for mixed precision); parameters stay
+float32 and every network's output is float32.
 """
+from typing import Any
+
 import flax.linen as nn
 import jax.numpy as jnp
 
@@ -25,13 +29,14 @@ class MLPGenerator(nn.Module):
   depth: int = 3
   num_classes: int = 0  # > 0: conditional on labels
   act: str = 'relu'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BxZ, label_B=None):
     h = _with_label(z_BxZ, label_B, self.num_classes)
     for _ in range(self.depth):
-      h = _act(self.act)(nn.Dense(self.width)(h))
-    return nn.Dense(self.out_dim)(h)
+      h = _act(self.act)(nn.Dense(self.width, dtype=self.dtype)(h))
+    return nn.Dense(self.out_dim, dtype=self.dtype)(h).astype(jnp.float32)
 
 
 class MLPDiscriminator(nn.Module):
@@ -39,13 +44,14 @@ class MLPDiscriminator(nn.Module):
   depth: int = 3
   num_classes: int = 0
   act: str = 'leaky_relu'
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxD, label_B=None):
     h = x_BxD
     for _ in range(self.depth):
-      h = _act(self.act)(nn.Dense(self.width)(h))
-    return _head(h, label_B, self.num_classes)
+      h = _act(self.act)(nn.Dense(self.width, dtype=self.dtype)(h))
+    return _head(h, label_B, self.num_classes, self.dtype)
 
 
 def num_upsamplings(size):
@@ -62,19 +68,21 @@ class DCGenerator(nn.Module):
   shape: tuple  # (H, W, C) of one image
   width: int = 64
   num_classes: int = 0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, z_BxZ, label_B=None):
     H, W, C = self.shape
+    d = self.dtype
     k = num_upsamplings(min(H, W))
     h = _with_label(z_BxZ, label_B, self.num_classes)
     ch = self.width * 2 ** max(k - 1, 0)
-    h = nn.relu(nn.Dense((H >> k) * (W >> k) * ch)(h))
+    h = nn.relu(nn.Dense((H >> k) * (W >> k) * ch, dtype=d)(h))
     h = h.reshape(h.shape[0], H >> k, W >> k, ch)
     for i in range(k):
       ch = max((self.width << k) >> (i + 2), 1)  # k=2: 2w -> w -> w/2
-      h = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME')(h))
-    return jnp.tanh(nn.Conv(C, (3, 3), padding='SAME')(h))
+      h = nn.relu(nn.ConvTranspose(ch, (4, 4), strides=(2, 2), padding='SAME', dtype=d)(h))
+    return jnp.tanh(nn.Conv(C, (3, 3), padding='SAME', dtype=d)(h).astype(jnp.float32))
 
 
 class Stride2Conv(nn.Module):
@@ -85,12 +93,14 @@ class Stride2Conv(nn.Module):
   contracted dimension, on a slow path, and the R1 penalty differentiates it
   twice; a matmul's gradients are matmuls."""
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxHxWxC):
     _, H, W, C = x_BxHxWxC.shape
     kernel = self.param('kernel', nn.initializers.lecun_normal(), (4, 4, C, self.features))
     bias = self.param('bias', nn.initializers.zeros, (self.features,))
+    x_BxHxWxC, kernel, bias = (a.astype(self.dtype) for a in (x_BxHxWxC, kernel, bias))
     out, pads = [], []
     for size in (H, W):  # lax's SAME padding
       n = -(-size // 2)
@@ -109,15 +119,17 @@ class DCDiscriminator(nn.Module):
   no normalisation (so that gradient penalties see per-example gradients)."""
   width: int = 64
   num_classes: int = 0
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x_BxHxWxC, label_B=None):
+    d = self.dtype
     k = num_upsamplings(min(x_BxHxWxC.shape[1:3]))
-    h = nn.leaky_relu(nn.Conv(self.width // 2, (3, 3), padding='SAME')(x_BxHxWxC), 0.2)
+    h = nn.leaky_relu(nn.Conv(self.width // 2, (3, 3), padding='SAME', dtype=d)(x_BxHxWxC), 0.2)
     for i in range(k):
-      h = nn.leaky_relu(Stride2Conv(self.width * 2 ** i, name=f'Conv_{i + 1}')(h), 0.2)
+      h = nn.leaky_relu(Stride2Conv(self.width * 2 ** i, d, name=f'Conv_{i + 1}')(h), 0.2)
     h = h.reshape(h.shape[0], -1)
-    return _head(h, label_B, self.num_classes)
+    return _head(h, label_B, self.num_classes, d)
 
 
 def _with_label(z, label, num_classes):
@@ -126,11 +138,11 @@ def _with_label(z, label, num_classes):
   return jnp.concatenate([z, nn.one_hot(label, num_classes, dtype=z.dtype)], axis=-1)
 
 
-def _head(h_BxF, label_B, num_classes):
-  logit_B = nn.Dense(1)(h_BxF)[:, 0]
+def _head(h_BxF, label_B, num_classes, dtype=jnp.float32):
+  logit_B = nn.Dense(1, dtype=dtype)(h_BxF)[:, 0].astype(jnp.float32)
   if num_classes:
-    embed_BxF = nn.Embed(num_classes, h_BxF.shape[-1])(label_B)
-    logit_B = logit_B + jnp.sum(embed_BxF * h_BxF, axis=-1)
+    embed_BxF = nn.Embed(num_classes, h_BxF.shape[-1], dtype=dtype)(label_B)
+    logit_B = logit_B + jnp.sum((embed_BxF * h_BxF).astype(jnp.float32), axis=-1)
   return logit_B
 
 
@@ -150,15 +162,17 @@ def make(config, info):
   """(generator, discriminator, data shape) for the dataset's modality."""
   m = config.model
   classes = info.num_classes if m.conditional else 0
+  dtype = jnp.dtype(m.get('dtype', 'float32'))
   if m.conditional and m.pack > 1:
     raise ConfigError('model.conditional with model.pack > 1 is not supported: a projection '
                      'discriminator scores one labelled sample; set model.pack=1')
   if m.conditional and not info.num_classes:
     raise ConfigError(f'model.conditional needs a labelled dataset; {info.name!r} has no classes')
   if info.modality == 'points':
-    g = MLPGenerator(out_dim=info.shape[0], width=m.g_width, depth=m.g_depth, num_classes=classes)
-    d = MLPDiscriminator(width=m.d_width, depth=m.d_depth, num_classes=classes)
+    g = MLPGenerator(out_dim=info.shape[0], width=m.g_width, depth=m.g_depth, num_classes=classes,
+                     dtype=dtype)
+    d = MLPDiscriminator(width=m.d_width, depth=m.d_depth, num_classes=classes, dtype=dtype)
   else:  # images
-    g = DCGenerator(shape=tuple(info.shape), width=m.g_width, num_classes=classes)
-    d = DCDiscriminator(width=m.d_width, num_classes=classes)
+    g = DCGenerator(shape=tuple(info.shape), width=m.g_width, num_classes=classes, dtype=dtype)
+    d = DCDiscriminator(width=m.d_width, num_classes=classes, dtype=dtype)
   return g, d

@@ -45,7 +45,8 @@ def make_model(config, info):
   likelihood = m.likelihood if m.likelihood != 'auto' else default_likelihood(info)
   return VAE(shape=tuple(info.shape), likelihood=likelihood, num_levels=info.num_levels,
              latent_dim=m.latent_dim, channels=tuple(m.channels), hidden=m.hidden,
-             num_layers=m.num_layers, dropout=m.dropout, decoder=m.decoder)
+             num_layers=m.num_layers, dropout=m.dropout, decoder=m.decoder,
+             dtype=jnp.dtype(m.get('dtype', 'float32')))
 
 
 def data_of(batch):

@@ -7,6 +7,7 @@ prior is N(0, I); the decoder's likelihood p(x|z) fits the data:
   'gaussian'     points (toy2d): a diagonal Gaussian with a learned variance
 """
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -120,32 +121,34 @@ class VAE(nn.Module):
   num_layers: int = 2  # dense layers after the convolutions (or of the MLP)
   dropout: float = 0.0
   decoder: str = 'conv'  # images: 'conv' (mirrors the encoder) or 'mlp' (cheaper for K = 1000)
+  dtype: Any = jnp.float32  # of the layers' computation; their outputs return as float32
 
   def setup(self):
     self.images = len(self.shape) == 3
     n = len(self.channels) if self.images else 0
-    self.enc_convs = [nn.Conv(c, (3, 3), strides=(2, 2)) for c in self.channels[:n]]
-    self.enc_dense = [nn.Dense(self.hidden) for _ in range(self.num_layers)]
-    self.enc_out = nn.Dense(2 * self.latent_dim)
-    self.dec_dense = [nn.Dense(self.hidden) for _ in range(self.num_layers)]
+    d = self.dtype
+    self.enc_convs = [nn.Conv(c, (3, 3), strides=(2, 2), dtype=d) for c in self.channels[:n]]
+    self.enc_dense = [nn.Dense(self.hidden, dtype=d) for _ in range(self.num_layers)]
+    self.enc_out = nn.Dense(2 * self.latent_dim, dtype=d)
+    self.dec_dense = [nn.Dense(self.hidden, dtype=d) for _ in range(self.num_layers)]
     self.drop = nn.Dropout(self.dropout)
     if self.images and self.decoder not in ('conv', 'mlp'):
       raise ConfigError(f"model.decoder must be 'conv' or 'mlp', got {self.decoder!r}")
     if self.images and self.decoder == 'mlp':
       H, W, C = self.shape
       per = self.num_levels if self.likelihood == 'categorical' else 2
-      self.dec_out = nn.Dense(H * W * C * per)
+      self.dec_out = nn.Dense(H * W * C * per, dtype=d)
     elif self.images:
       H, W, C = self.shape
       self.base_hw = (H // 2 ** n, W // 2 ** n)
-      self.dec_proj = nn.Dense(self.base_hw[0] * self.base_hw[1] * self.channels[-1])
-      self.dec_convs = [nn.ConvTranspose(c, (3, 3), strides=(2, 2))
+      self.dec_proj = nn.Dense(self.base_hw[0] * self.base_hw[1] * self.channels[-1], dtype=d)
+      self.dec_convs = [nn.ConvTranspose(c, (3, 3), strides=(2, 2), dtype=d)
                         for c in reversed(self.channels[:-1])] + [
-                            nn.ConvTranspose(self.channels[0], (3, 3), strides=(2, 2))]
+                            nn.ConvTranspose(self.channels[0], (3, 3), strides=(2, 2), dtype=d)]
       per = self.num_levels if self.likelihood == 'categorical' else 2
-      self.dec_out = nn.Conv(C * per, (3, 3))
+      self.dec_out = nn.Conv(C * per, (3, 3), dtype=d)
     else:
-      self.dec_out = nn.Dense(self.shape[0] * 2)
+      self.dec_out = nn.Dense(self.shape[0] * 2, dtype=d)
 
   def _in(self, x):
     if self.images:  # levels -> [-1, 1]
@@ -160,7 +163,7 @@ class VAE(nn.Module):
     h = h.reshape(h.shape[0], -1)
     for dense in self.enc_dense:
       h = self.drop(nn.silu(dense(h)), deterministic=not train)
-    mean, logvar = jnp.split(self.enc_out(h), 2, axis=-1)
+    mean, logvar = jnp.split(self.enc_out(h).astype(jnp.float32), 2, axis=-1)
     return mean, jnp.clip(logvar, -12.0, 8.0)
 
   def decode(self, z_NxZ, train=False):
@@ -169,14 +172,14 @@ class VAE(nn.Module):
     for dense in self.dec_dense:
       h = self.drop(nn.silu(dense(h)), deterministic=not train)
     if not self.images:
-      return self.dec_out(h).reshape(h.shape[0], self.shape[0], 2)
+      return self.dec_out(h).astype(jnp.float32).reshape(h.shape[0], self.shape[0], 2)
     if self.decoder == 'mlp':
-      return self.dec_out(h).reshape((h.shape[0],) + tuple(self.shape) + (-1,))
+      return self.dec_out(h).astype(jnp.float32).reshape((h.shape[0],) + tuple(self.shape) + (-1,))
     h = nn.silu(self.dec_proj(h)).reshape((h.shape[0],) + self.base_hw + (self.channels[-1],))
     for conv in self.dec_convs:
       h = nn.silu(conv(h))
     H, W, C = self.shape
-    return self.dec_out(h)[:, :H, :W].reshape(h.shape[0], H, W, C, -1)
+    return self.dec_out(h)[:, :H, :W].astype(jnp.float32).reshape(h.shape[0], H, W, C, -1)
 
   def __call__(self, x, z, train=False):  # for init: touches every parameter
     return self.encode(x, train), self.decode(z, train)
