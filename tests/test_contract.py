@@ -3,6 +3,9 @@ smoke config (`experiments/<family>.py:<default>,smoke`): a family gets these
 tests by registering in genjax.families.REGISTRY."""
 import importlib
 import inspect
+import os
+import subprocess
+import sys
 
 import chex
 import jax
@@ -146,6 +149,15 @@ def test_four_devices_match_one(name):
   config.train.microbatches = 4
   _, accumulated, m_acc, _ = run_steps(families.build(config, data.info), data, devices[:1])
   assert_same_training(m1, one, m_acc, accumulated)
+
+
+def test_eight_devices_as_two_groups_of_four_match_one():
+  """8 CPU devices (a process of their own: this one has 4), mesh.fsdp=4: every
+  family trains as on one device (tests/eight_devices_worker.py)."""
+  worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'eight_devices_worker.py')
+  out = subprocess.run([sys.executable, worker], capture_output=True, text=True, timeout=900)
+  assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+  assert out.stdout.count('train as 1') == len(FAMILIES), out.stdout
 
 
 @pytest.mark.parametrize('name', ['autoregressive', 'gan'])

@@ -16,6 +16,7 @@ import pytest
 from genjax import checkpoint, parallel, report, run, train
 from genjax.data import Dataset
 from genjax.errors import ConfigError
+from tests.flags import ONE_DEVICE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -144,8 +145,9 @@ def test_several_steps_per_call_equal_one_step_per_call(tmp_path, tiny_config, m
 
 def test_a_run_resumes_under_another_mesh_as_it_would_have_gone_on(tmp_path, tiny_config):
   """A checkpoint of the data-parallel run on 4 devices resumes with the state
-  split over groups of 2 and over one group of 4 (mesh.fsdp), and ends where
-  the uninterrupted run ends: checkpoints hold the whole state."""
+  split over groups of 2 and over one group of 4 (mesh.fsdp), and in new
+  processes with 1 and with 8 devices (8: as two groups of 4), and each ends
+  where the uninterrupted run ends: checkpoints hold the whole state."""
   config = tiny_config('digits')
   train_run(config, str(tmp_path / 'straight'))
   half = ml_collections.ConfigDict(config.to_dict())
@@ -159,9 +161,24 @@ def test_a_run_resumes_under_another_mesh_as_it_would_have_gone_on(tmp_path, tin
     assert ex.step == 3
     ends[fsdp] = train.train_and_evaluate(ex).state.params
     assert ex.checkpointer.latest_step == 6
+  config.mesh.fsdp = 1
+  for devices, fsdp in ((1, 1), (8, 4)):
+    workdir = tmp_path / f'devices{devices}'
+    shutil.copytree(tmp_path / 'half', workdir)
+    env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices} '
+               + ONE_DEVICE)
+    out = subprocess.run(
+        [sys.executable, 'launch.py', '--config=experiments/autoregressive.py:digits,smoke',
+         f'--workdir={workdir}', f'--config.train.num_steps={config.train.num_steps}',
+         f'--config.train.checkpoint_every={config.train.checkpoint_every}',
+         f'--config.mesh.fsdp={fsdp}'],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f'{devices} device(s)' in out.stdout and 'resuming from step 3' in out.stdout, out.stdout
+    ends[f'{devices} devices'] = params_of(str(workdir), config)
   straight = params_of(str(tmp_path / 'straight'), config)
-  for fsdp, params in ends.items():  # float sums in another order only (test_contract)
-    chex.assert_trees_all_close(params, straight, rtol=1e-4, atol=5e-5)
+  for where, params in ends.items():  # float sums in another order only (test_contract)
+    chex.assert_trees_all_close(params, straight, rtol=1e-4, atol=5e-5, custom_message=str(where))
   config.mesh.fsdp = 3
   with pytest.raises(ConfigError, match='mesh.fsdp=3 must divide the 4 devices'):
     run.experiment(config, str(tmp_path / 'bad'))
