@@ -248,6 +248,7 @@ def _mapped(per_device, m, specs, donate):
       last[0] = out[0]
     return out
 
+  call.lower = fn.lower  # on placed arguments (replicate, shard): compile ahead, inspect
   return call
 
 

@@ -14,23 +14,14 @@ from flags import ONE_DEVICE  # pylint: disable=g-import-not-at-top,wrong-import
 os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8 ' + ONE_DEVICE
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from genjax import families  # pylint: disable=g-import-not-at-top,wrong-import-position
-from genjax.data import Dataset  # pylint: disable=g-import-not-at-top,wrong-import-position
-from test_contract import FAMILIES, assert_same_training, run_steps, smoke_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from test_contract import FAMILIES, assert_same_training, build, run_steps  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def main():
   devices = jax.devices('cpu')
   assert len(devices) == 8, devices
   for name in sys.argv[1:] or FAMILIES:
-    config = smoke_config(name, evals=False)
-    for key in config.model.keys():
-      if 'dropout' in key:  # dropout masks are drawn per device
-        config.model[key] = 0.0
-    if config.model.get('net') == 'unet':
-      config.model.net = 'dit'
-    data = Dataset(config.data, seed=config.seed)
-    family = families.build(config, data.info)
+    _, data, family = build(name, no_dropout=True, transformer=True)
     _, one, m1, _ = run_steps(family, data, devices[:1])
     _, split, m8, _ = run_steps(family, data, devices, fsdp=4)
     assert_same_training(m1, one, m8, split)

@@ -46,7 +46,7 @@ def make_model(config, info):
   m = config.model
   return Transformer(vocab_size=vocab_size, max_len=length - 1, num_layers=m.num_layers,
                      num_heads=m.num_heads, width=m.width, mlp_ratio=m.mlp_ratio,
-                     positions=m.positions, dropout=m.dropout, dtype=jnp.dtype(m.dtype),
+                     positions=m.positions, dropout=m.dropout, dtype=base.compute_dtype(m),
                      remat=m.get('remat', False))
 
 

@@ -186,8 +186,7 @@ def update(loss_fn, params, opt_state, tx, *, batch=None, microbatches=1, has_au
   batch; `device_key` gives each part its own key (dropout).
   """
   if batch is None:
-    value_and_grad = jax.value_and_grad(loss_fn, has_aux=has_aux)
-    out, grads = value_and_grad(params)
+    out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params)
   elif microbatches == 1:
     out, grads = jax.value_and_grad(loss_fn, has_aux=has_aux)(params, batch)
   else:
@@ -205,6 +204,12 @@ def update(loss_fn, params, opt_state, tx, *, batch=None, microbatches=1, has_au
 def microbatches(config):
   """config.train.microbatches, 1 where a config has none."""
   return int(config.train.get('microbatches', 1))
+
+
+def compute_dtype(model_config):
+  """The networks' computation dtype, model.dtype (float32 where a config has
+  none); parameters stay float32 whatever it is."""
+  return jnp.dtype(model_config.get('dtype', 'float32'))
 
 
 def _accumulate(loss_fn, params, batch, k, has_aux):

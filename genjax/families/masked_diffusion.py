@@ -72,7 +72,7 @@ def make_model(config, info):
   return Transformer(vocab_size=info.num_levels + 1, max_len=info.shape[0] - 1,
                      num_layers=m.num_layers, num_heads=m.num_heads, width=m.width,
                      mlp_ratio=m.mlp_ratio, positions=m.positions, dropout=m.dropout,
-                     dtype=jnp.dtype(m.dtype), causal=False)
+                     dtype=base.compute_dtype(m), causal=False)
 
 
 def window(batch):

@@ -92,7 +92,7 @@ def make_network(config, info):
   levels = info.num_levels if m.target == 'lattice' else 0
   if m.target == 'lattice' and info.modality != 'image':
     raise ConfigError("model.target='lattice' needs images; use 'eps', 'x0' or 'v' for points")
-  dtype = jnp.dtype(m.get('dtype', 'float32'))
+  dtype = base.compute_dtype(m)
   if m.net == 'unet':
     return networks.UNet(m.channels, tuple(m.channel_mult), m.num_res_blocks,
                          tuple(m.attn_resolutions), m.dropout, num_classes, levels, dtype)

@@ -75,13 +75,8 @@ class SelfAttention2d(nn.Module):
     B, H, W, C = x_BxHxWxC.shape
     h = nn.GroupNorm(_groups(C), dtype=self.dtype)(x_BxHxWxC).reshape(B, H * W, C)
     h = nn.MultiHeadDotProductAttention(self.num_heads, out_kernel_init=nn.initializers.zeros,
-                                        dtype=self.dtype, **_fp32_softmax(self.dtype))(h)
+                                        dtype=self.dtype, force_fp32_for_softmax=True)(h)
     return x_BxHxWxC + h.reshape(B, H, W, C)
-
-
-def _fp32_softmax(dtype):
-  """Flax attention's softmax in float32 under a lower-precision dtype."""
-  return {} if jnp.dtype(dtype) == jnp.float32 else {'force_fp32_for_softmax': True}
 
 
 class UNet(nn.Module):

@@ -46,7 +46,7 @@ def data_problems(config, info, num_devices=1):
 
 
 def make_model(m, info):
-  dtype = jnp.dtype(m.get('dtype', 'float32'))
+  dtype = base.compute_dtype(m)
   if info.modality == 'image':
     return ImageFlow(shape=tuple(info.shape), levels=m.levels, steps=m.steps,
                      checkerboard_steps=m.checkerboard_steps, hidden=m.hidden,

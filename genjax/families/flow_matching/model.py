@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from genjax.errors import ConfigError
+from genjax.families import base
 from genjax.families.diffusion import networks
 
 # The networks embed time as a float step of a 1000-step chain; t in [0, 1] is
@@ -20,7 +21,7 @@ TIME_SCALE = 1000.0
 
 def make_network(m, info):
   num_classes = info.num_classes if m.conditional else 0
-  dtype = jnp.dtype(m.get('dtype', 'float32'))
+  dtype = base.compute_dtype(m)
   if m.net == 'unet':
     return networks.UNet(m.channels, tuple(m.channel_mult), m.num_res_blocks,
                          tuple(m.attn_resolutions), m.dropout, num_classes, dtype=dtype)

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from genjax.errors import ConfigError
+from genjax.families import base
 
 
 def _act(name):
@@ -162,7 +163,7 @@ def make(config, info):
   """(generator, discriminator, data shape) for the dataset's modality."""
   m = config.model
   classes = info.num_classes if m.conditional else 0
-  dtype = jnp.dtype(m.get('dtype', 'float32'))
+  dtype = base.compute_dtype(m)
   if m.conditional and m.pack > 1:
     raise ConfigError('model.conditional with model.pack > 1 is not supported: a projection '
                      'discriminator scores one labelled sample; set model.pack=1')

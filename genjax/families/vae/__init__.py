@@ -46,7 +46,7 @@ def make_model(config, info):
   return VAE(shape=tuple(info.shape), likelihood=likelihood, num_levels=info.num_levels,
              latent_dim=m.latent_dim, channels=tuple(m.channels), hidden=m.hidden,
              num_layers=m.num_layers, dropout=m.dropout, decoder=m.decoder,
-             dtype=jnp.dtype(m.get('dtype', 'float32')))
+             dtype=base.compute_dtype(m))
 
 
 def data_of(batch):
