@@ -11,7 +11,13 @@ as they were (the temporary directory is removed on the next start). A disk
 that fills up or turns read-only stops the run with one `WorkdirError`
 sentence naming the workdir; old checkpoints are only deleted after a new one
 is complete. On several hosts every host calls every method here: orbax
-writes from process 0 and meets the others at barriers.
+meets the hosts at barriers.
+
+A checkpoint holds the state as the run lays it out on its devices (global
+`jax.Array`s, split over the fsdp axis with mesh.fsdp > 1): each host writes
+the shards it holds (one copy of a replicated leaf), and nothing is gathered
+into one host's memory. A restore reads each leaf into the shardings that
+`layout` gives, so a run resumes on another mesh or device count.
 """
 import contextlib
 import json
@@ -19,6 +25,7 @@ import os
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from genjax.errors import GenjaxError, WorkdirError
@@ -46,11 +53,14 @@ def _lookup(cfg_dict, dotted):
 class Checkpointer:
   """`state_fields`: the family's config fields that fix its state (Family.state_fields).
   `record`: write the config to workdir/config.json (a training run); an
-  evaluation or sampling run with other settings leaves the record alone."""
+  evaluation or sampling run with other settings leaves the record alone.
+  `layout`: state structure -> the shardings a restore puts each leaf in
+  (parallel.state_shardings); None for host numpy arrays."""
 
-  def __init__(self, workdir, config, state_fields=(), record=True):
+  def __init__(self, workdir, config, state_fields=(), record=True, layout=None):
     self.must_match = _MUST_MATCH + tuple(state_fields)
     self.record = record
+    self.layout = layout
     self.workdir = os.path.abspath(workdir)
     self.config = config
     self.every = config.train.checkpoint_every
@@ -106,12 +116,21 @@ class Checkpointer:
         f.write(self.config.to_json(indent=2))
       os.replace(path + '.tmp', path)
 
+  def _abstract(self, state):
+    """The restore target: `state`'s shapes and dtypes, in the layout's shardings."""
+    if self.layout is None:
+      return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    return jax.tree_util.tree_map(
+        lambda x, sharding: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=sharding),
+        state, self.layout(state))
+
   @property
   def latest_step(self):
     return self._manager.latest_step()
 
   def restore_or(self, state):
-    """The latest checkpoint restored into `state`'s structure, or `state`.
+    """The latest checkpoint restored into `state`'s structure (laid out as
+    `layout` says), or `state`.
 
     A latest checkpoint that cannot be read while an older one can (a file
     truncated or lost by a crash, a full disk) is damaged: it is deleted, with
@@ -121,7 +140,7 @@ class Checkpointer:
     steps = sorted(self._manager.all_steps(), reverse=True)
     if not steps:
       return state
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    abstract = self._abstract(state)
     damaged, first_error = [], None
     for step in steps:
       try:
@@ -176,8 +195,8 @@ class Checkpointer:
 
   def restore_best(self, state):
     best = self.best()
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
-    return self._best_manager().restore(best['step'], args=ocp.args.StandardRestore(abstract))
+    return self._best_manager().restore(best['step'],
+                                        args=ocp.args.StandardRestore(self._abstract(state)))
 
   def maybe_save(self, step, state_fn, force=False):
     """Saves `state_fn()` at multiples of train.checkpoint_every, or if forced.

@@ -27,7 +27,7 @@ import os
 import jax
 import numpy as np
 
-from genjax import compare, families, run, train, writers
+from genjax import compare, families, parallel, run, train, writers
 from genjax.evals import classifier
 from genjax.experiments import compare as compare_config
 
@@ -56,9 +56,10 @@ def trained(name, config, c, workdir):
   if ex.step == 0:
     print(f'completion: training {name} into {wd} (the comparison\'s budget)', flush=True)
     return ex, train.train_and_evaluate(ex).state
+  state = ex.start_state
   if ex.checkpointer.best() is not None:  # the comparison measured its selected model: so does this
-    return ex, ex.checkpointer.restore_best(ex.start_state)
-  return ex, ex.start_state
+    state = ex.checkpointer.restore_best(state)
+  return ex, parallel.unreplicate(state)
 
 
 def main(argv=None):

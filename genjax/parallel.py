@@ -100,6 +100,12 @@ def _state_shardings(tree, m):
   return jax.tree_util.tree_map(lambda x: _sharding(m, state_spec(np.shape(x), fsdp)), tree)
 
 
+def state_shardings(tree, devices=None, fsdp=1):
+  """The shardings `replicate` gives a state with `tree`'s shapes (arrays or
+  jax.ShapeDtypeStruct): where a checkpoint restores each leaf to."""
+  return _state_shardings(tree, mesh(devices, fsdp))
+
+
 def _place(tree, shardings, local=False, copy=False):
   """Host values -> global arrays with `shardings` (one for the whole tree, or
   a tree of them); arrays already so placed pass, unless `copy`. `local`:
@@ -107,9 +113,10 @@ def _place(tree, shardings, local=False, copy=False):
   one_host = jax.process_count() == 1
 
   def put(x, sharding):
-    if not copy and isinstance(x, jax.Array) and (
+    if isinstance(x, jax.Array) and (
         x.sharding == sharding or x.sharding.is_equivalent_to(sharding, x.ndim)):
-      return x
+      # A copy stays on the devices: each shard gets a buffer of its own.
+      return jax.device_put(x, sharding, may_alias=False) if copy else x
     # Through the host, so every device gets a buffer of its own: a state may
     # hold one array twice (an EMA initialised to the parameters), and its
     # buffers get donated. (device_put with may_alias=False still shared the

@@ -9,7 +9,7 @@ import os
 
 import jax
 
-from genjax import config_check, families, train, writers
+from genjax import config_check, families, parallel, train, writers
 from genjax.data import Dataset
 from genjax.errors import ConfigError, MissingCheckpointError
 
@@ -88,6 +88,7 @@ def main(config, workdir, mode='train', split=None, build_family=None):
     metrics = ex.evaluate(ex.place(state), split=split)
     print(f'eval on {split} at step {ex.step}:', json.dumps(metrics))
     return metrics
+  state = parallel.unreplicate(state)  # on every host: a split leaf is gathered
   if jax.process_index() != 0 or config.sample.num_samples <= 0:  # mode == 'sample'
     return None
   samples, path = sample(ex, state, ex.step)

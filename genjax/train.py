@@ -85,8 +85,9 @@ class Experiment:
 
   `genjax.run` builds the dataset and the family and hands both in, so a
   family defined in a notebook trains without being registered.
-  `start_state` is the host state a run starts from (restored from the
-  latest checkpoint, or initialised); training never changes it.
+  `start_state` is the state a run starts from: restored from the latest
+  checkpoint onto this run's devices (config.mesh), or initialised on the
+  host; training never changes it.
   """
 
   def __init__(self, config, workdir, data, family, record=True):
@@ -101,9 +102,11 @@ class Experiment:
     per_device = jax.tree_util.tree_map(
         lambda x: x[:max(1, x.shape[0] * jax.process_count() // groups)], first)
     init = functools.partial(self.family.init, self.stream('init'), per_device)
-    self.checkpointer = checkpoint.Checkpointer(workdir, config, family.state_fields, record)
+    self.checkpointer = checkpoint.Checkpointer(
+        workdir, config, family.state_fields, record,
+        layout=functools.partial(parallel.state_shardings, fsdp=self.fsdp))
     if self.checkpointer.latest_step is not None:
-      self.start_state = self.checkpointer.restore_or(_structure(init))  # host copy
+      self.start_state = self.checkpointer.restore_or(_structure(init))  # on the devices
     else:
       self.start_state = init()
       if jax.process_count() > 1:  # data-dependent init saw this host's batch only
@@ -315,7 +318,7 @@ def train_and_evaluate(ex):
       if done % tc.log_every == 0 or is_last or saving or stopping:
         log()
       if stopping:  # save first: a preempted VM has seconds left
-        ex.checkpointer.maybe_save(done, host_state, force=True)
+        ex.checkpointer.maybe_save(done, lambda: rstate, force=True)
         stopped = stop.requested
         print(f'stopped by {stopped}: saved step {done} in {workdir}; the same command '
               'resumes', flush=True)
@@ -333,20 +336,20 @@ def train_and_evaluate(ex):
             bar.write(f'step {done}: {evaluator.name} ' + _format(metrics))
           final[evaluator.name] = metrics
           if evaluator.name == selector.evaluator:
-            selector.update(done, metrics, host_state)
+            selector.update(done, metrics, lambda: rstate)
             if is_last and selector.differs(done):  # the rest see the selected model
               eval_state = selector.restore(host_state)
               eval_rstate = ex.place(eval_state())
       if is_last and drawn is not None:
         bar.write(f'step {done}: samples in {drawn.path}')
-      ex.checkpointer.maybe_save(done, host_state, force=is_last)
+      ex.checkpointer.maybe_save(done, lambda: rstate, force=is_last)
       if is_last:
         break
   except KeyboardInterrupt:
     # Keep the work done so far: the same command resumes from here.
     if done > start:
       log()
-      ex.checkpointer.maybe_save(done, lambda: parallel.unreplicate(rstate), force=True)
+      ex.checkpointer.maybe_save(done, lambda: rstate, force=True)
       logging.warning('interrupted: saved step %d in %s', done, workdir)
     raise
   finally:
@@ -395,7 +398,7 @@ class _Selector:
   def first(self, evaluators):
     return sorted(evaluators, key=lambda e: e.name != self.evaluator)
 
-  def update(self, step, metrics, host_state):
+  def update(self, step, metrics, placed_state):
     if not self.metric:
       return
     value = metrics.get(self.metric)
@@ -406,7 +409,7 @@ class _Selector:
       return
     if self.best is None or value < self.best['value']:
       self.best = {'step': step, 'value': float(value), 'metric': f'{self.evaluator}/{self.metric}'}
-      self.ex.checkpointer.save_best(step, host_state(), self.best['metric'], float(value))
+      self.ex.checkpointer.save_best(step, placed_state(), self.best['metric'], float(value))
 
   def differs(self, step):
     return bool(self.metric) and self.best is not None and self.best['step'] != step
@@ -415,7 +418,7 @@ class _Selector:
     if getattr(self, '_restored', None) is None:
       self.write(f'selected: step {self.best["step"]} ({self.best["metric"]} = '
                  f'{self.best["value"]:.4f}); the final evaluations use it')
-      best = self.ex.checkpointer.restore_best(host_state())
+      best = parallel.unreplicate(self.ex.checkpointer.restore_best(host_state()))
       self._restored = functools.lru_cache(maxsize=1)(lambda: best)
     return self._restored
 

@@ -13,6 +13,9 @@ process pair of a phase, each on its smoke config without evaluators:
           SIGKILL both processes.
   resume  per family: 'resumed' again, from its checkpoints, to the end.
 
+With --fsdp=4 the state is split over a group of devices that spans both
+hosts, so each host holds, and checkpoints, a part of each split leaf.
+
 Each phase writes DIR/PHASE_p<I>.json (per step and family: a digest of the
 state, the examples this host read) and, per run, the final state as npz.
 What the multi-host stop check costs is measured by bench/stop_check.py.
@@ -49,11 +52,14 @@ UNEVEN_EVAL = ('autoregressive', 'flow')
 TEXT_BYTES = 20_000
 
 
-def smoke_config(name):
+def smoke_config(name, fsdp=1):
   """The family's contract smoke config without evaluators, a U-Net family on
-  its DiT: what is checked is the state across hosts, not the network."""
+  its DiT: what is checked is the state across hosts, not the network.
+  `fsdp`: mesh.fsdp (with 4, one group of devices spans both hosts)."""
   from test_contract import on_transformer, smoke_config as contract_smoke  # tests/ conftest's jax flags
-  return on_transformer(contract_smoke(name, evals=False))
+  config = on_transformer(contract_smoke(name, evals=False))
+  config.mesh.fsdp = fsdp
+  return config
 
 
 def state_digest(rstate):
@@ -167,7 +173,7 @@ def phase_first(args, reads):
   out = {}
   for name in args.families:
     clock(f'{name}: straight')
-    config = smoke_config(name)
+    config = smoke_config(name, args.fsdp)
     record = out[name] = {}
     d = os.path.join(args.out, name)
     ex = run.experiment(config, os.path.join(d, 'straight'))
@@ -177,7 +183,7 @@ def phase_first(args, reads):
     final = train.train_and_evaluate(ex).state
     record['straight'] = {'digests': digests, 'reads': reads.take()}
     save_state(os.path.join(d, f'straight_p{args.process_id}.npz'), final)
-    if name in UNEVEN_EVAL:
+    if name in UNEVEN_EVAL and args.fsdp == 1:
       clock(f'{name}: uneven eval')
       record['uneven_eval'] = uneven_eval(config, ex, final)
       reads.take()
@@ -188,7 +194,8 @@ def phase_first(args, reads):
     if name == args.families[0]:  # two checkpoints (2, 3), so the test can damage the latest
       config.train.checkpoint_every = 1
     ex.workdir = os.path.join(d, 'resumed')
-    ex.checkpointer = checkpoint.Checkpointer(ex.workdir, config, ex.family.state_fields)
+    ex.checkpointer = checkpoint.Checkpointer(ex.workdir, config, ex.family.state_fields,
+                                              layout=ex.checkpointer.layout)
     ex.start_state = initial
     last = name == args.families[-1]
 
@@ -214,7 +221,7 @@ def phase_resume(args, reads):
   for name in args.families:
     clock(f'{name}: resumed')
     d = os.path.join(args.out, name)
-    ex = run.experiment(smoke_config(name), os.path.join(d, 'resumed'))
+    ex = run.experiment(smoke_config(name, args.fsdp), os.path.join(d, 'resumed'))
     start, digests = ex.step, []
     trace_steps(ex, digests)
     clock(f'{name}: built')
@@ -270,6 +277,7 @@ def main():
   parser.add_argument('--process_id', type=int, default=-1)
   parser.add_argument('--out', default='')
   parser.add_argument('--families', default=','.join(FAMILIES))
+  parser.add_argument('--fsdp', type=int, default=1)
   args = parser.parse_args()
   args.families = args.families.split(',')
   faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test's stack dump on a timeout

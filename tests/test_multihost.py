@@ -8,7 +8,8 @@ SIGKILLed resumes, on two new processes, to the state of an uninterrupted run
 (after dropping a damaged latest checkpoint: orbax's delete meets the other
 host at a barrier); an evaluation where one host holds a quarter of the split
 finishes, with the same sums on both hosts; SIGTERM to one host stops both
-after the same step, and that step is saved.
+after the same step, and that step is saved; a state split over devices of
+both hosts (mesh.fsdp) is checkpointed by each host and resumes.
 """
 import json
 import os
@@ -102,8 +103,7 @@ def test_family_trains_resumes_and_evaluates_on_two_hosts(name, tmp_path):
 
   # The run kept checkpoints 2 and 3: a crash damaged 3.
   damaged = os.path.join(out, name, 'resumed', 'checkpoints', '3')
-  files = [os.path.join(d, f) for d, _, fs in os.walk(damaged) for f in fs]
-  largest = max(files, key=os.path.getsize)
+  largest = max(_files(damaged), key=os.path.getsize)
   with open(largest, 'r+b') as f:
     f.truncate(os.path.getsize(largest) // 2)
 
@@ -135,6 +135,44 @@ def test_family_trains_resumes_and_evaluates_on_two_hosts(name, tmp_path):
   assert [d for d, _ in r0['digests']] == [d for d, _ in r1['digests']] == digests[2:], name
   for s in ('2', '3'):  # a batch is a pure function of the step
     assert r0['reads'][s] == a['straight']['reads'][s], (name, s)
+  straight = state(out, name, 'straight', 0)
+  chex.assert_trees_all_equal(straight, state(out, name, 'straight', 1))
+  chex.assert_trees_all_equal(straight, state(out, name, 'resumed', 0))
+  chex.assert_trees_all_equal(straight, state(out, name, 'resumed', 1))
+
+
+def _files(directory):
+  return [os.path.join(d, f) for d, _, fs in os.walk(directory) for f in fs]
+
+
+def test_a_state_split_over_both_hosts_checkpoints_each_hosts_shards_and_resumes(tmp_path):
+  """mesh.fsdp=4 over two hosts of two devices: one group spans both hosts, so
+  each host holds half of every split leaf. Each host writes the shards it
+  holds (orbax's files per process), and the SIGKILLed run resumes from them,
+  on two new processes, to the state of the uninterrupted run."""
+  name = 'autoregressive'
+  out, cache = str(tmp_path), str(tmp_path / 'jax_cache')
+  procs = worker.start_pair('first', out, f'--families={name}', '--fsdp=4', cache=cache)
+  ready = lambda: all(os.path.exists(os.path.join(out, f'ready_p{i}')) for i in range(2))
+  wait_for(procs, out, 'first', until=ready)
+  for p in procs:
+    p.kill()
+    p.wait()
+  saved = os.path.join(out, name, 'resumed', 'checkpoints', '3')
+  written = {}
+  for path in _files(saved):  # each process's array data
+    host = re.search(r'ocdbt\.process_(\d+)/d/', path)
+    if host:
+      written[host.group(1)] = written.get(host.group(1), 0) + os.path.getsize(path)
+  params = sum(x.size * x.itemsize for x in state(out, name, 'straight', 0).values())
+  # Each host wrote its part of the state, and neither wrote all of it.
+  assert sorted(written) == ['0', '1'] and all(params / 4 < n < params for n in written.values()), (
+      written, params)
+
+  procs = worker.start_pair('resume', out, f'--families={name}', '--fsdp=4', cache=cache)
+  wait_for(procs, out, 'resume')
+  resumed = load(out, 'resume')
+  assert resumed[0][name]['start'] == resumed[1][name]['start'] == 3, name
   straight = state(out, name, 'straight', 0)
   chex.assert_trees_all_equal(straight, state(out, name, 'straight', 1))
   chex.assert_trees_all_equal(straight, state(out, name, 'resumed', 0))
