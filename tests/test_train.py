@@ -9,6 +9,7 @@ import sys
 import time
 
 import chex
+import jax
 import ml_collections
 import numpy as np
 import pytest
@@ -261,6 +262,19 @@ def test_a_damaged_latest_checkpoint_is_dropped_and_the_previous_one_resumes(
   train.train_and_evaluate(ex)  # steps 5 and 6 again
   chex.assert_trees_all_equal(params_of(str(tmp_path / 'straight'), config),
                               params_of(str(tmp_path / 'damaged'), config))
+
+
+def test_a_checkpoint_that_fits_no_state_of_this_config_is_refused_in_one_sentence(
+    tmp_path, tiny_config):
+  config = tiny_config('digits')
+  written = checkpoint.Checkpointer(str(tmp_path), config)
+  written.maybe_save(1, lambda: {'w': np.zeros((3, 2), np.float32)}, force=True)
+  written.close()
+  reader = checkpoint.Checkpointer(str(tmp_path), config, layout=parallel.state_shardings)
+  with pytest.raises(checkpoint.CheckpointMismatchError,
+                     match=r"checkpoint 1 in .* does not fit this config's state \(.+\); use a new"):
+    reader.restore_or({'w': jax.ShapeDtypeStruct((4, 2), np.float32)})
+  assert reader.latest_step == 1  # refused, not deleted as damaged
 
 
 def test_likelihood_intervals_come_from_the_spread_over_batches():
