@@ -13,12 +13,12 @@ sentence naming the workdir; old checkpoints are only deleted after a new one
 is complete. On several hosts every host calls every method here: orbax
 meets the hosts at barriers.
 
-A leaf that spans several hosts (every leaf of a multi-host run) is written
-by each host from the shards it holds (one copy of a replicated leaf), and
-nothing is gathered from another host; a leaf that one process holds whole
-is written from its host copy (`parallel.host_local`: orbax spends less per
-leaf on numpy arrays). A restore reads each leaf into the shardings that
-`layout` gives, so a run resumes on another mesh or device count.
+Nothing is gathered to be written: a leaf split over devices (mesh.fsdp > 1)
+is written by each host from the shards it holds, and a leaf that every
+device holds whole is written once, from one device's copy (as a host array:
+orbax spends less per leaf on those). A restore reads each leaf into the
+shardings that `layout` gives, so a run resumes on another mesh or device
+count.
 """
 import contextlib
 import json
@@ -50,6 +50,14 @@ def _lookup(cfg_dict, dotted):
   if isinstance(cfg_dict, dict):
     cfg_dict = {k: v for k, v in cfg_dict.items() if k not in _FREE_FIELDS}
   return cfg_dict
+
+
+def _to_write(state):
+  """A placed state as orbax is handed it: replicated leaves as one device's
+  copy on the host, split leaves as global arrays (see the module's doc)."""
+  return jax.tree_util.tree_map(
+      lambda x: x if isinstance(x, jax.Array) and not x.is_fully_replicated else
+      parallel.unreplicate(x), state)
 
 
 class Checkpointer:
@@ -187,7 +195,7 @@ class Checkpointer:
     manager = self._best_manager()
     with self._writes(step):
       if manager.latest_step() != step:
-        manager.save(step, args=ocp.args.StandardSave(parallel.host_local(state)))
+        manager.save(step, args=ocp.args.StandardSave(_to_write(state)))
         manager.wait_until_finished()
       if jax.process_index() == 0:
         path = os.path.join(self.workdir, 'best.json')
@@ -210,7 +218,7 @@ class Checkpointer:
       if self._manager.latest_step() != step:
         self.wait()
         with self._writes(step):
-          self._manager.save(step, args=ocp.args.StandardSave(parallel.host_local(state_fn())))
+          self._manager.save(step, args=ocp.args.StandardSave(_to_write(state_fn())))
         self._in_flight = step
 
   def wait(self):

@@ -181,29 +181,15 @@ def unreplicate(tree):
   the other hosts where they hold some).
   """
   def whole(x):
-    if not isinstance(x, jax.Array) or x.is_fully_replicated or x.is_fully_addressable:
-      return _fetch(x)
+    if not isinstance(x, jax.Array):
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_shards[0].data)
+    if x.is_fully_addressable:
+      return np.asarray(jax.device_get(x))
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
   return jax.tree_util.tree_map(whole, tree)
-
-
-def _fetch(x):
-  """A leaf that this process holds whole (replicated, or all its shards local) as numpy."""
-  if not isinstance(x, jax.Array):
-    return np.asarray(x)
-  if x.is_fully_replicated:
-    return np.asarray(x.addressable_shards[0].data)
-  return np.asarray(jax.device_get(x))
-
-
-def host_local(tree):
-  """The leaves that this process holds whole fetched to host numpy, and the
-  leaves spread over several hosts left as global arrays: what a checkpoint
-  writes (each host writes its shards of the latter), with nothing gathered
-  from another host."""
-  return jax.tree_util.tree_map(
-      lambda x: _fetch(x) if not isinstance(x, jax.Array) or x.is_fully_addressable else x, tree)
 
 
 def state_bytes(tree, device):

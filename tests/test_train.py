@@ -148,7 +148,8 @@ def test_a_run_resumes_under_another_mesh_as_it_would_have_gone_on(tmp_path, tin
   """A checkpoint of the data-parallel run on 4 devices resumes with the state
   split over groups of 2 and over one group of 4 (mesh.fsdp), and in new
   processes with 1 and with 8 devices (8: as two groups of 4), and each ends
-  where the uninterrupted run ends: checkpoints hold the whole state."""
+  where the uninterrupted run ends. The split runs' own last checkpoints (each
+  split leaf written from its shards) restore replicated."""
   config = tiny_config('digits')
   train_run(config, str(tmp_path / 'straight'))
   half = ml_collections.ConfigDict(config.to_dict())
@@ -163,6 +164,9 @@ def test_a_run_resumes_under_another_mesh_as_it_would_have_gone_on(tmp_path, tin
     ends[fsdp] = train.train_and_evaluate(ex).state.params
     assert ex.checkpointer.latest_step == 6
   config.mesh.fsdp = 1
+  for fsdp in (2, 4):
+    restored = run.experiment(config, str(tmp_path / f'fsdp{fsdp}')).start_state.params
+    chex.assert_trees_all_equal(parallel.unreplicate(restored), ends[fsdp])
   for devices, fsdp in ((1, 1), (8, 4)):
     workdir = tmp_path / f'devices{devices}'
     shutil.copytree(tmp_path / 'half', workdir)
