@@ -76,6 +76,17 @@ def state(out, name, run, host):
     return dict(f)
 
 
+def first_until_killed(out, cache, *extra):
+  """The 'first' phase, until both processes wait with their step-3 checkpoint
+  written; then both die at once (SIGKILL)."""
+  procs = worker.start_pair('first', out, *extra, cache=cache)
+  ready = lambda: all(os.path.exists(os.path.join(out, f'ready_p{i}')) for i in range(2))
+  wait_for(procs, out, 'first', until=ready)
+  for p in procs:
+    p.kill()
+    p.wait()
+
+
 def check_reads(name, reads0, reads1, host_batch):
   """Per step: each host read host_batch examples of its own half of the split,
   and none that the other read (text: byte ranges in its own half)."""
@@ -93,12 +104,7 @@ def check_reads(name, reads0, reads1, host_batch):
 @pytest.mark.parametrize('name', FAMILIES)
 def test_family_trains_resumes_and_evaluates_on_two_hosts(name, tmp_path):
   out, cache = str(tmp_path), str(tmp_path / 'jax_cache')
-  procs = worker.start_pair('first', out, f'--families={name}', cache=cache)
-  ready = lambda: all(os.path.exists(os.path.join(out, f'ready_p{i}')) for i in range(2))
-  wait_for(procs, out, 'first', until=ready)
-  for p in procs:  # both hosts die at once, the step-3 save done
-    p.kill()
-    p.wait()
+  first_until_killed(out, cache, f'--families={name}')
   first = load(out, 'first')
 
   # The run kept checkpoints 2 and 3: a crash damaged 3.
@@ -152,12 +158,7 @@ def test_a_state_split_over_both_hosts_checkpoints_each_hosts_shards_and_resumes
   on two new processes, to the state of the uninterrupted run."""
   name = 'autoregressive'
   out, cache = str(tmp_path), str(tmp_path / 'jax_cache')
-  procs = worker.start_pair('first', out, f'--families={name}', '--fsdp=4', cache=cache)
-  ready = lambda: all(os.path.exists(os.path.join(out, f'ready_p{i}')) for i in range(2))
-  wait_for(procs, out, 'first', until=ready)
-  for p in procs:
-    p.kill()
-    p.wait()
+  first_until_killed(out, cache, f'--families={name}', '--fsdp=4')
   saved = os.path.join(out, name, 'resumed', 'checkpoints', '3')
   written = {}
   for path in _files(saved):  # each process's array data
