@@ -142,4 +142,5 @@ def get_config(arg='digits'):
     c.cost.full_chain = variant in ('digits', 'digits_full')  # one run for both (tests)
     c.cost.text_steps = (2, 16)
     c.seeds = 1  # the mean ± std over seeds is tested on its own (tests/test_compare.py)
+    c.validations = 2  # a selection between two steps checks the pipeline as six do
   return c

@@ -55,6 +55,7 @@ def test_training_lowers_heldout_loss_on_digits(tmp_path, tiny_config):
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, tiny_config, monkeypatch):
   config = tiny_config('pysrc')
   config.model.dropout = 0.1  # the keys must line up too
+  config.evals = ml_collections.ConfigDict()  # what is compared is the state
   train_run(config, str(tmp_path / 'straight'))
 
   real = Dataset.train_batch
@@ -151,6 +152,7 @@ def test_a_run_resumes_under_another_mesh_as_it_would_have_gone_on(tmp_path, tin
   where the uninterrupted run ends. The split runs' own last checkpoints (each
   split leaf written from its shards) restore replicated."""
   config = tiny_config('digits')
+  config.evals = ml_collections.ConfigDict()  # what is compared is the state
   train_run(config, str(tmp_path / 'straight'))
   half = ml_collections.ConfigDict(config.to_dict())
   half.train.num_steps = 3
