@@ -38,7 +38,7 @@ def _logs(out, phase, last=60):
     path = os.path.join(out, f'{phase}_p{i}.log')
     if os.path.exists(path):
       lines = [l for l in open(path).read().splitlines() if '[Gloo]' not in l]
-      text += f'--- process {i}:\n' + '\n'.join(lines[-last if last else 0:]) + '\n'
+      text += f'--- process {i}:\n' + '\n'.join(lines[-last:] if last else lines) + '\n'
   return text
 
 
