@@ -81,7 +81,7 @@ def _define_flags(default_config):
                        'Multi-host: the number of processes (with --coordinator).')
   flags.DEFINE_integer('process_id', -1, "Multi-host: this process's index (with --coordinator).")
   flags.DEFINE_bool('keep_freed_memory', True,
-                    'On a CPU, ask glibc to keep freed memory for reuse (one arena, no mmap, no '
+                    'On a CPU, ask glibc to keep freed memory for reuse (no mmap, no '
                     "trimming), so that XLA's per-step temporaries are not faulted in afresh each "
                     'step; the process then keeps its peak memory (genjax.hostmem). '
                     '--nokeep_freed_memory keeps the C library defaults.')
