@@ -4,10 +4,12 @@ variant, workdirs move under a temporary folder, bench scripts get --smoke.
 Commands for datasets that need internet must stop at the one-sentence
 'not prepared' error (this machine prepares nothing from the network).
 
-Commands that share a workdir run as one chain, in the order they are
+Commands that share a workdir form a chain, run in the order they are
 documented (a --mode=sample command finds the checkpoint its training command
-wrote); chains are independent tests. They run in this interpreter's
-environment: in CI that is the README's fresh virtualenv, with no PYTHONPATH.
+wrote). Each command is a test of its own; a chain's tests run on one worker,
+in one folder, and a test first runs what precedes it in its chain where that
+has not run yet. They run in this interpreter's environment: in CI that is the
+README's fresh virtualenv, with no PYTHONPATH.
 """
 import glob
 import os
@@ -166,11 +168,38 @@ def run_group(cmd):
   return f'{found[1]}:{found[2]}' if found else cmd
 
 
-@pytest.mark.parametrize('cmds', [pytest.param(c, marks=pytest.mark.xdist_group(run_group(c[0])))
-                                  for c in chains().values()], ids=list(chains()))
-def test_documented_commands_run(cmds, tmp_path):
-  for cmd in cmds:
-    _run_documented(cmd, str(tmp_path))
+def steps():
+  """(chain, its commands up to this one) for every documented command, with the
+  test id: the chain's name, and '/k' after it for its k-th later command."""
+  out = []
+  for key, cmds in chains().items():
+    for k in range(len(cmds)):
+      out.append(pytest.param(key, cmds[:k + 1], id=key if k == 0 else f'{key}/{k}',
+                              marks=pytest.mark.xdist_group(run_group(cmds[0]))))
+  return out
+
+
+_CHAINS = {}  # chain -> its folder, how many of its commands ran, the one that failed
+
+
+@pytest.mark.parametrize('key, cmds', steps())
+def test_documented_commands_run(key, cmds, tmp_path_factory):
+  if key not in _CHAINS:
+    _CHAINS[key] = {'folder': str(tmp_path_factory.mktemp('chain')), 'ran': 0, 'failed': None}
+  chain = _CHAINS[key]
+  for cmd in cmds[chain['ran']:]:
+    if chain['failed']:
+      pytest.fail(f'an earlier command of this chain failed: {chain["failed"]}')
+    try:
+      _run_documented(cmd, chain['folder'])
+    except pytest.skip.Exception:
+      if cmd == cmds[-1]:
+        chain['ran'] += 1
+        raise
+    except BaseException:
+      chain['failed'] = cmd
+      raise
+    chain['ran'] += 1
 
 
 def _run_documented(cmd, tmp):
