@@ -11,6 +11,7 @@ explicitly, and comparisons run at the highest matmul precision (TF32 is the
 GPU default) with deterministic reductions and scatter-adds.
 """
 import faulthandler
+import json
 import os
 import shutil
 import tempfile
@@ -29,6 +30,8 @@ os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 # once and prints the dump's first lines in the summary.
 if 'PYTEST_XDIST_WORKER' not in os.environ:
   os.environ['GENJAX_CRASH_DIR'] = tempfile.mkdtemp(prefix='genjax_crash_')
+  # Where the workers write each test's xdist group for the scheduler below.
+  os.environ['GENJAX_GROUPS_DIR'] = tempfile.mkdtemp(prefix='genjax_groups_')
 
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import pytest  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -45,6 +48,78 @@ def pytest_configure(config):
     log = open(os.path.join(  # pylint: disable=consider-using-with
         os.environ['GENJAX_CRASH_DIR'], f'{worker}-{os.getpid()}.log'), 'w')
     faulthandler.enable(file=log, all_threads=True)
+
+
+# Tests marked xdist_group(name) share what they train on one worker
+# (tests/test_research_variants.py, test_docs_commands.py). xdist's own
+# loadgroup marks a test's group by editing its node id, which pytest 9 no
+# longer reads, so its scheduler would spread a group over the workers. Each
+# worker writes its tests' groups to a file instead, and the controller's
+# scheduler reads the file.
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+  worker, folder = os.environ.get('PYTEST_XDIST_WORKER'), os.environ.get('GENJAX_GROUPS_DIR')
+  if not worker or not folder or not getattr(config.option, 'loadgroup', False):
+    return
+  groups = {}
+  for item in items:
+    names = sorted({str(m.args[0] if m.args else m.kwargs.get('name', 'default'))
+                    for m in item.iter_markers('xdist_group')})
+    if names:
+      groups[item.nodeid] = '_'.join(names)
+  path = os.path.join(folder, f'{worker}.json')
+  with open(path + '.tmp', 'w') as f:
+    json.dump(groups, f)
+  os.replace(path + '.tmp', path)
+
+
+def pytest_xdist_make_scheduler(config, log):
+  if config.getoption('dist') != 'loadgroup' or not os.environ.get('GENJAX_GROUPS_DIR'):
+    return None
+  from xdist.scheduler import LoadScopeScheduling  # pylint: disable=g-import-not-at-top
+
+  class GroupScheduling(LoadScopeScheduling):
+    """xdist's loadscope with a test's scope its group (or the test itself),
+    read from the file its worker wrote once it had collected. A crashed test
+    runs again once (pytest_handlecrashitem reports it)."""
+    groups = None
+
+    def __init__(self, config, log):
+      super().__init__(config, log)
+      self.crashes = {}
+
+    def _split_scope(self, nodeid):
+      if nodeid.rfind('@') > nodeid.rfind(']'):  # xdist's own mark, where it works
+        return nodeid.split('@')[-1]
+      if self.groups is None:
+        folder = os.environ['GENJAX_GROUPS_DIR']
+        names = sorted(n for n in os.listdir(folder) if n.endswith('.json'))
+        self.groups = json.load(open(os.path.join(folder, names[0]))) if names else {}
+      return self.groups.get(nodeid, nodeid)
+
+    def remove_node(self, node):
+      # super() queues the crashed test's unit again, with the crashed test.
+      crashitem = super().remove_node(node)
+      if crashitem is not None:
+        self.crashes[crashitem] = self.crashes.get(crashitem, 0) + 1
+        if self.crashes[crashitem] > CRASH_RERUNS:
+          self.workqueue[self._split_scope(crashitem)][crashitem] = True
+      return crashitem
+
+    def mark_test_pending(self, item):
+      del item  # remove_node has queued it again
+
+    def _reschedule(self, node):
+      # Units until the node holds more than two tests, or none are left (then
+      # it stops): a worker runs its last test only once it gets another or
+      # the stop, and a worker started after a crash is given work only here.
+      while not node.shutting_down:
+        left = len(self.workqueue)
+        super()._reschedule(node)
+        if len(self.workqueue) == left:
+          return
+
+  return GroupScheduling(config, log)
 
 
 def pytest_xdist_auto_num_workers(config):

@@ -170,11 +170,11 @@ def run_group(cmd):
 
 def steps():
   """(chain, its commands up to this one) for every documented command, with the
-  test id: the chain's name, and '/k' after it for its k-th later command."""
+  test id: the chain's name, and '-k' after it for its k-th later command."""
   out = []
   for key, cmds in chains().items():
     for k in range(len(cmds)):
-      out.append(pytest.param(key, cmds[:k + 1], id=key if k == 0 else f'{key}/{k}',
+      out.append(pytest.param(key, cmds[:k + 1], id=key if k == 0 else f'{key}-{k}',
                               marks=pytest.mark.xdist_group(run_group(cmds[0]))))
   return out
 
