@@ -26,8 +26,10 @@ import sys
 import tempfile
 import time
 
-# Each process (and this one, for the machine line) sees 2 CPU devices.
-os.environ.update(JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
+# Each process (and this one, for the machine line) sees 2 CPU devices, under
+# whatever other XLA flags the caller set.
+os.environ.update(JAX_PLATFORMS='cpu', XLA_FLAGS=(
+    os.environ.get('XLA_FLAGS', '') + ' --xla_force_host_platform_device_count=2').strip())
 import benchlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 VARIANTS = ('every step', 'every stop_check_every (default)', 'never')
