@@ -6,8 +6,9 @@ freed, so each step faults its temporaries in again, page by page.
 `keep_freed_memory` asks glibc to keep freed memory in the heap instead (no
 mmap, no trimming), at the price of the process keeping the most memory it
 ever held. It leaves glibc's arenas (one per thread, up to a bound) alone:
-a single arena slows XLA's compiler, which allocates from several threads. bench/hostmem.py measures the faults it saves and
-bench/README.md the effect on a step.
+a single arena slows XLA's compiler, which allocates from several threads.
+bench/hostmem.py measures the faults it saves and bench/README.md the effect
+on a step and on compilation.
 
 This is a setting of the whole process, so genjax never applies it on import:
 launch.py, which owns its process, does (`--keep_freed_memory`, on by default
