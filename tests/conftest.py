@@ -94,7 +94,10 @@ def pytest_xdist_make_scheduler(config, log):
       if self.groups is None:
         folder = os.environ['GENJAX_GROUPS_DIR']
         names = sorted(n for n in os.listdir(folder) if n.endswith('.json'))
-        self.groups = json.load(open(os.path.join(folder, names[0]))) if names else {}
+        self.groups = {}
+        if names:  # every worker collected the same tests: any one file will do
+          with open(os.path.join(folder, names[0])) as f:
+            self.groups = json.load(f)
       return self.groups.get(nodeid, nodeid)
 
     def remove_node(self, node):

@@ -170,7 +170,7 @@ def run_group(cmd):
 
 def steps():
   """(chain, its commands up to this one) for every documented command, with the
-  test id: the chain's name, and '-k' after it for its k-th later command."""
+  test id: the chain's name, with '-1', '-2', ... after it for its later commands."""
   out = []
   for key, cmds in chains().items():
     for k in range(len(cmds)):
