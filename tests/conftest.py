@@ -84,10 +84,6 @@ def pytest_xdist_make_scheduler(config, log):
     runs again once (pytest_handlecrashitem reports it)."""
     groups = None
 
-    def __init__(self, config, log):
-      super().__init__(config, log)
-      self.crashes = {}
-
     def _split_scope(self, nodeid):
       if nodeid.rfind('@') > nodeid.rfind(']'):  # xdist's own mark, where it works
         return nodeid.split('@')[-1]
@@ -102,11 +98,11 @@ def pytest_xdist_make_scheduler(config, log):
 
     def remove_node(self, node):
       # super() queues the crashed test's unit again, with the crashed test.
+      # xdist calls pytest_handlecrashitem next, which counts this crash in
+      # _crashes: a test that has used its reruns is not queued again.
       crashitem = super().remove_node(node)
-      if crashitem is not None:
-        self.crashes[crashitem] = self.crashes.get(crashitem, 0) + 1
-        if self.crashes[crashitem] > CRASH_RERUNS:
-          self.workqueue[self._split_scope(crashitem)][crashitem] = True
+      if crashitem is not None and _crashes.get(crashitem, 0) >= CRASH_RERUNS:
+        self.workqueue[self._split_scope(crashitem)][crashitem] = True
       return crashitem
 
     def mark_test_pending(self, item):

@@ -1,5 +1,6 @@
 """The suite's xdist scheduler (tests/conftest.py): tests of one xdist_group run
-on one worker, and a test whose worker crashes runs once more on a new one.
+on one worker, and a test whose worker crashes runs once more on a new one,
+which also takes the tests queued behind it.
 Tests that read what an earlier test of their group trained depend on it
 (tests/test_research_variants.py, tests/test_docs_commands.py), and a lost
 group only shows as a slower suite: a pytest session of two workers on a toy
@@ -13,6 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 TOY = '''
 import os
+import time
+
 import pytest
 
 @pytest.mark.parametrize('x', [pytest.param(i, marks=pytest.mark.xdist_group(f'g{i % 2}'))
@@ -24,6 +27,11 @@ def test_toy(x):
   if x == 4 and not os.path.exists(log + '.crashed'):  # the first run of 4 kills its worker
     open(log + '.crashed', 'w').close()
     os.abort()
+  if x == 1:  # g1's worker holds its tests until 4 has run again: only a worker
+    for _ in range(600):  # started after the crash can run 4, and 6 and 7 wait beside it
+      if [l.split()[0] for l in open(log).read().splitlines()].count('4') == 2:
+        break
+      time.sleep(0.1)
 '''
 
 
@@ -49,3 +57,5 @@ def test_a_group_runs_on_one_worker_and_a_crashed_test_reruns(tmp_path):
     assert len({runs[x][0] for x in group}) == 1, (group, runs)  # one worker each
   assert runs[0][0] != runs[1][0], runs  # two groups, two workers
   assert runs[4][1] not in (runs[4][0], runs[1][0]), runs  # the rerun: on a new worker
+  # 6 and 7, queued on the crashed worker behind 4, go to the new worker with it.
+  assert runs[6] == runs[7] == [runs[4][1]], runs
